@@ -1,0 +1,107 @@
+"""Validation of a composed config before any work starts: one clear error naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mtnas.errors import ConfigError, DataError
+
+STAGES = ("all", "baselines", "train", "evaluate")
+DATASETS = ("synthetic", "nyuv2")
+LOGGERS = ("wandb", "csv", "none")
+WEIGHTINGS = ("fixed", "uncertainty")
+BASELINE_SOURCES = ("run", "config")
+CONVENTIONS = ("per_task", "per_metric")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value not in allowed:
+        raise ConfigError(key, f"got {value!r}; expected one of {list(allowed)}.")
+    return value
+
+
+def _positive(cfg: DictConfig, key: str, kind: type = float) -> None:
+    value = OmegaConf.select(cfg, key)
+    try:
+        ok = value is not None and kind(value) == value and value > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(key, f"got {value!r}; expected a positive {kind.__name__}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` / `DataError` for the first problem found."""
+    from mtnas.tasks import TASK_TYPES  # imported here: `mtnas --help` must stay torch-free
+
+    _choice(cfg, "stage", STAGES)
+    name = _choice(cfg, "data.name", DATASETS)
+    _choice(cfg, "logger.name", LOGGERS)
+    _choice(cfg, "loss.weighting", WEIGHTINGS)
+    source = _choice(cfg, "baselines.source", BASELINE_SOURCES)
+    _choice(cfg, "delta_m.convention", CONVENTIONS)
+
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError("data.root", f"the {name} dataset needs its folder: add `data.root=/path/to/{name}`.")
+    if name != "synthetic":
+        root = Path(str(cfg.data.root)).expanduser()
+        if not root.is_dir():
+            raise DataError(root, "dataset folder (`data.root`) does not exist.")
+
+    available: Mapping = cfg.data.available_tasks
+    for tname, spec in available.items():
+        ttype = spec.get("type", tname)
+        if ttype not in TASK_TYPES:
+            raise ConfigError(f"data.available_tasks.{tname}.type", f"unknown task type {ttype!r}; known: {sorted(TASK_TYPES)}.")
+    tasks = OmegaConf.to_container(cfg.tasks) if OmegaConf.is_list(cfg.tasks) else cfg.tasks
+    if not isinstance(tasks, list) or not tasks:
+        raise ConfigError("tasks", f"got {tasks!r}; expected a non-empty list such as [semseg, depth].")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError("tasks", f"{tasks} lists a task twice.")
+    unknown = [t for t in tasks if t not in available]
+    if unknown:
+        raise ConfigError("tasks", f"unknown task(s) {unknown}; the {name} dataset provides {sorted(available)}.")
+
+    weights = cfg.loss.weights or {}
+    for t, w in weights.items():
+        if t not in tasks:
+            raise ConfigError(f"loss.weights.{t}", f"is not one of the selected tasks {tasks}.")
+        if not isinstance(w, int | float) or w < 0:
+            raise ConfigError(f"loss.weights.{t}", f"got {w!r}; expected a number ≥ 0.")
+
+    _positive(cfg, "optim.lr")
+    _positive(cfg, "trainer.max_epochs", int)
+    _positive(cfg, "data.batch_size", int)
+    if name == "synthetic":
+        for key in ("height", "width", "num_train", "num_val", "num_test"):
+            _positive(cfg, f"data.synthetic.{key}", int)
+        if cfg.data.synthetic.height < 32 or cfg.data.synthetic.width < 32:
+            raise ConfigError("data.synthetic", "height and width must be at least 32 pixels.")
+
+    if source == "config":
+        _validate_config_baselines(cfg, tasks)
+
+    import timm
+
+    bb = OmegaConf.select(cfg, "model.backbone.name")
+    if bb not in timm.list_models():
+        raise ConfigError("model.backbone.name", f"{bb!r} is not a timm model name (see `timm.list_models()`).")
+
+
+def _validate_config_baselines(cfg: DictConfig, tasks: list[str]) -> None:
+    from mtnas.tasks import build_tasks
+
+    given = cfg.baselines.metrics or {}
+    for t, task in build_tasks(tasks, OmegaConf.to_container(cfg.data.available_tasks)).items():
+        for m in task.delta_m_metrics:
+            value = OmegaConf.select(given, f"{t}.{m}") if t in given else None
+            if not isinstance(value, int | float) or value == 0:
+                raise ConfigError(
+                    f"baselines.metrics.{t}.{m}",
+                    f"with baselines.source=config every Δm metric needs a non-zero reference number "
+                    f"(task {t} counts {list(task.delta_m_metrics)}); got {value!r}.",
+                )

@@ -1,0 +1,1 @@
+"""Datasets: readers of on-disk formats, joint transforms, the synthetic generator."""

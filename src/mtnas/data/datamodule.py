@@ -1,0 +1,96 @@
+"""LightningDataModule for datasets in the `.npy` folder layout (NYUv2 and the synthetic dataset)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from mtnas.data.npy_folder import NpyFolderDataset
+from mtnas.data.synthetic import SyntheticSpec, generate
+from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
+from mtnas.errors import ConfigError
+
+DATASETS = ("synthetic", "nyuv2")
+
+
+def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: bool = True) -> Path:
+    """The dataset folder: the configured `data.root`, or the synthetic cache (generated on first use)."""
+    if data_cfg["name"] == "synthetic":
+        return generate(SyntheticSpec(**data_cfg["synthetic"]), cache_dir, progress=progress)
+    if not data_cfg.get("root"):
+        raise ConfigError("data.root", f"the {data_cfg['name']} dataset needs `data.root=/path/to/{data_cfg['name']}`.")
+    return Path(data_cfg["root"]).expanduser()
+
+
+def image_size(data_cfg: Mapping[str, Any]) -> tuple[int, int]:
+    if data_cfg["name"] == "synthetic":
+        return int(data_cfg["synthetic"]["height"]), int(data_cfg["synthetic"]["width"])
+    return tuple(int(x) for x in data_cfg["image_size"])
+
+
+class MultiTaskDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        data_cfg: Mapping[str, Any],
+        tasks: list[str],
+        cache_dir: str | Path,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.cfg = dict(data_cfg)
+        self.task_names = list(tasks)
+        self.cache_dir = cache_dir
+        self.progress = progress
+        specs = self.cfg["available_tasks"]
+        self.targets = {t: (specs[t]["folder"], specs[t].get("type", t)) for t in self.task_names}
+        self.num_classes = {t: specs[t]["num_classes"] for t in self.task_names if "num_classes" in specs[t]}
+        self.datasets: dict[str, NpyFolderDataset] = {}
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return image_size(self.cfg)
+
+    def prepare_data(self) -> None:
+        resolve_root(self.cfg, self.cache_dir, self.progress)  # generates synthetic data once (rank 0)
+
+    def _dataset(self, split: str) -> NpyFolderDataset:
+        if split not in self.datasets:
+            root = resolve_root(self.cfg, self.cache_dir, progress=False)
+            on_disk = split if split != "test" or (root / "test").is_dir() else "val"
+            transform = None
+            if split == "train" and self.cfg.get("augment", True):
+                transform = Compose([RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()])
+            self.datasets[split] = NpyFolderDataset(
+                root, on_disk, self.targets, self.image_size, transform, self.num_classes
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        for split in splits:
+            self._dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        bs = self.cfg["batch_size"] if split == "train" else self.cfg.get("eval_batch_size", self.cfg["batch_size"])
+        workers = int(self.cfg.get("num_workers", 0))
+        return DataLoader(
+            self._dataset(split),
+            batch_size=bs,
+            shuffle=shuffle,
+            num_workers=workers,
+            drop_last=shuffle,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,137 @@
+"""Training, validation and test of a static multi-task (or single-task) network."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from mtnas.metrics import delta_m
+from mtnas.nn import build_multitask_net
+from mtnas.tasks import build_tasks
+
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+
+
+class MultiTaskLitModule(pl.LightningModule):
+    """Everything needed to rebuild the model is in the hyper-parameters, so a checkpoint file alone
+    restores it (`MultiTaskLitModule.load_from_checkpoint(path)`)."""
+
+    def __init__(
+        self,
+        tasks: list[str],
+        available_tasks: Mapping[str, Mapping[str, Any]],
+        model: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        image_size: tuple[int, int],
+        baselines_val: Mapping[str, Mapping[str, float]] | None = None,
+        delta_m_convention: str = "per_task",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tasks = build_tasks(list(tasks), available_tasks)
+        self.model = build_multitask_net(model, {t: task.out_channels for t, task in self.tasks.items()}, image_size)
+        self.weighting = loss.get("weighting", "fixed")
+        weights = dict(loss.get("weights") or {})
+        self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        if self.weighting == "uncertainty":
+            # Kendall et al. 2018: L = Σ exp(−s_t)·L_t + s_t, with s_t = log σ_t² learned per task.
+            self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
+        self.val_metrics = nn.ModuleDict({t: task.metrics() for t, task in self.tasks.items()})
+        self.test_metrics = nn.ModuleDict({t: task.metrics() for t, task in self.tasks.items()})
+        self.baselines_val = {k: dict(v) for k, v in (baselines_val or {}).items()}
+        self.delta_m_convention = delta_m_convention
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """The validation quantity that picks the best checkpoint, and its mode."""
+        if len(self.tasks) == 1:
+            (name, task), = self.tasks.items()
+            return f"val/{name}/{task.main_metric}", task.directions[task.main_metric]
+        if self.can_compute_delta_m:
+            return "val/delta_m", "max"
+        return "val/loss", "min"
+
+    @property
+    def can_compute_delta_m(self) -> bool:
+        return all(t in self.baselines_val for t in self.tasks)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.model(images)
+
+    def _losses(self, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        per_task = {t: task.loss(preds[t], batch[t]) for t, task in self.tasks.items()}
+        if self.weighting == "uncertainty":
+            total = sum(torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True))
+        else:
+            total = sum(self.loss_weights[t] * per_task[t] for t in self.tasks)
+        return total, per_task
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        preds = self(batch["image"])
+        total, per_task = self._losses(preds, batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for t, value in per_task.items():
+            self.log(f"train/{t}/loss", value, batch_size=bs)
+        return total
+
+    def _eval_step(self, batch: dict[str, Tensor], metrics: nn.ModuleDict, prefix: str) -> None:
+        preds = self(batch["image"])
+        total, _ = self._losses(preds, batch)
+        self.log(f"{prefix}/loss", total, sync_dist=True, batch_size=batch["image"].shape[0])
+        for t in self.tasks:
+            metrics[t].update(preds[t].float(), batch[t])
+
+    def _eval_epoch_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        # torchmetrics syncs the sum states across processes inside compute().
+        results = {t: {k: float(v) for k, v in metrics[t].compute().items()} for t in self.tasks}
+        for t in self.tasks:
+            metrics[t].reset()
+        flat = {f"{prefix}/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()}
+        if prefix == "val" and len(self.tasks) > 1 and self.can_compute_delta_m:
+            dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
+            flat["val/delta_m"] = delta_m(results, self.baselines_val, dirs, self.delta_m_convention)
+        self.log_dict(flat, prog_bar=False)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        cfg = self.hparams.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
+        if cfg.get("scheduler", "cosine") == "none":
+            return opt
+        steps = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=float(cfg["lr"]),
+            total_steps=max(1, int(steps)),
+            pct_start=float(cfg.get("warmup_fraction", 0.05)),
+            anneal_strategy="cos",
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def nested_metrics(flat: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:
+    """{"test/semseg/miou": x} -> {"semseg": {"miou": x}} for one prefix (the loss is dropped)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == prefix:
+            out.setdefault(parts[1], {})[parts[2]] = float(value)
+    return out

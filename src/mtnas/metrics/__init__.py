@@ -1,0 +1,9 @@
+"""Dense-prediction metrics as torchmetrics `Metric`s (sum states, so they sync under DDP) and Δm."""
+
+from mtnas.metrics.delta_m import delta_m
+from mtnas.metrics.depth import DepthMetrics
+from mtnas.metrics.edge import BoundaryFScore
+from mtnas.metrics.normal import NormalMetrics
+from mtnas.metrics.semseg import SemsegMetrics
+
+__all__ = ["BoundaryFScore", "DepthMetrics", "NormalMetrics", "SemsegMetrics", "delta_m"]

@@ -1,0 +1,37 @@
+"""A light multi-scale dense head (FPN-style fusion) shared by every task type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MultiScaleHead(nn.Module):
+    """Project each feature level to `hidden` channels, upsample to the finest one, sum, refine, predict.
+
+    Predicting at the finest feature stride and upsampling the logits (rather than the features) keeps
+    the head cheap: full-resolution work is one bilinear resize of `out_channels` maps.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int, hidden: int = 64, refine_layers: int = 1):
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_bn_relu(c, hidden, 1) for c in in_channels)
+        self.refine = nn.Sequential(*[conv_bn_relu(hidden, hidden, 3) for _ in range(refine_layers)])
+        self.predict = nn.Conv2d(hidden, out_channels, 1)
+
+    def forward(self, features: Sequence[Tensor], output_size: tuple[int, int]) -> Tensor:
+        target = features[0].shape[-2:]
+        fused = None
+        for lat, f in zip(self.lateral, features, strict=True):
+            y = lat(f)
+            if y.shape[-2:] != target:
+                y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
+            fused = y if fused is None else fused + y
+        out = self.predict(self.refine(fused))
+        return F.interpolate(out, size=output_size, mode="bilinear", align_corners=False)

@@ -1,0 +1,301 @@
+"""The stages of a run, in order, with artifacts between them (DESIGN.md §1).
+
+    baselines/<task>/{best,last}.ckpt, fit.json   single-task models (reference for Δm)
+    baselines/baselines.json                      reference metrics, and where they came from
+    train/{best,last}.ckpt, fit.json              the multi-task model
+    results.json, report.md                       test metrics, params, FLOPs, Δm
+
+Every training run is skipped when its `fit.json` exists and resumes from its `last.ckpt` when
+interrupted, so rerunning a command in the same folder (`hydra.run.dir=...`) continues where it stopped.
+Under DDP every process runs this same sequence (Lightning needs each Trainer call on every rank);
+only rank 0 writes files, and values needed later are held in memory on all ranks rather than read
+back from files another rank may not have finished writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from mtnas.data.datamodule import MultiTaskDataModule
+from mtnas.errors import MtnasError
+from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
+from mtnas.metrics import delta_m
+from mtnas.search.cost import count_flops, count_params
+from mtnas.tasks import build_tasks
+from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+STAGE_PLAN = {
+    "all": ("baselines", "train", "evaluate"),
+    "baselines": ("baselines",),
+    "train": ("train",),
+    "evaluate": ("evaluate",),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model trained by the pipeline: a single-task baseline or the multi-task model."""
+
+    name: str
+    dir: Path
+    tasks: tuple[str, ...]
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.paths.output_dir)
+        self.tasks = list(cfg.tasks)
+        self.available = OmegaConf.to_container(cfg.data.available_tasks, resolve=True)
+        self.task_objs = build_tasks(self.tasks, self.available)
+        self.dm = MultiTaskDataModule(
+            OmegaConf.to_container(cfg.data, resolve=True),
+            self.tasks,
+            cache_dir=cfg.paths.cache_dir,
+            progress=rank_zero_only.rank == 0,
+        )
+        self.baseline_units = [Unit(f"baseline/{t}", self.out / "baselines" / t, (t,)) for t in self.tasks]
+        self.mtl_unit = Unit("multitask", self.out / "train", tuple(self.tasks))
+
+    # -- stages ---------------------------------------------------------------------------------------
+    def run(self) -> float | None:
+        pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
+        self.dm.prepare_data()
+        self.dm.setup()  # reads every split's layout and first sample: bad data fails before training
+        plan = STAGE_PLAN[self.cfg.stage]
+        baselines = None
+        if "baselines" in plan:
+            baselines = self.baselines_stage()
+        if "train" in plan:
+            self.fit(self.mtl_unit, (baselines or self.load_baselines(required=False) or {}).get("val"))
+        if "evaluate" in plan:
+            return self.evaluate_stage()
+        return None
+
+    def baselines_stage(self) -> dict[str, Any]:
+        if self.cfg.baselines.source == "config":
+            metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
+            ref = {"source": "config", "val": metrics, "test": metrics}
+        else:
+            fits = {u.tasks[0]: self.fit(u, None) for u in self.baseline_units}
+            ref = {"source": "run", "val": {t: f["val"][t] for t, f in fits.items()}}
+        self._write_json(self.out / "baselines" / "baselines.json", ref)
+        return ref
+
+    def load_baselines(self, required: bool) -> dict[str, Any] | None:
+        if self.cfg.baselines.source == "config":
+            metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
+            return {"source": "config", "val": metrics, "test": metrics}
+        path = self.out / "baselines" / "baselines.json"
+        if path.exists():
+            return read_json(path)
+        if required:
+            raise MtnasError(
+                f"{path} is missing: run the baselines stage first (stage=baselines or stage=all), "
+                "or give reference numbers with baselines.source=config baselines.metrics=...."
+            )
+        return None
+
+    def fit(self, unit: Unit, baselines_val: dict | None) -> dict[str, Any]:
+        done = unit.dir / "fit.json"
+        if done.exists():
+            log.info("%s: already trained (%s), skipping", unit.name, done)
+            return read_json(done)
+        module = self._module(unit, baselines_val)
+        monitor, mode = module.monitor
+        ckpt = ModelCheckpoint(
+            dirpath=unit.dir,
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        logger = self._logger(unit)
+        trainer = self._trainer(unit, [ckpt], logger)
+        last = unit.dir / "last.ckpt"
+        self._announce(f"[bold]{unit.name}[/]: training on {list(unit.tasks)} → {unit.dir}")
+        trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
+        best = ckpt.best_model_path or str(last)
+        val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
+        info = {
+            "unit": unit.name,
+            "tasks": list(unit.tasks),
+            "val": nested_metrics(val[0], "val"),
+            "best_ckpt": Path(best).name,
+            "monitor": monitor,
+            "epochs": trainer.current_epoch,
+        }
+        self._write_json(done, info)
+        self._close_logger(logger)
+        return info
+
+    def evaluate_stage(self) -> float | None:
+        baselines = self.load_baselines(required=self.cfg.baselines.source == "run")
+        units = (self.baseline_units if self.cfg.baselines.source == "run" else []) + [self.mtl_unit]
+        models: dict[str, dict[str, Any]] = {}
+        for unit in units:
+            models[unit.name] = self.test(unit)
+        if self.cfg.baselines.source == "run":
+            ref_test = {u.tasks[0]: models[u.name]["test"][u.tasks[0]] for u in self.baseline_units}
+        else:
+            ref_test = baselines["test"]
+        dirs = {t: task.delta_m_directions for t, task in self.task_objs.items()}
+        conv = self.cfg.delta_m.convention
+        mtl = models[self.mtl_unit.name]
+        mtl["delta_m_per_task"] = delta_m(mtl["test"], ref_test, dirs, "per_task")
+        mtl["delta_m_per_metric"] = delta_m(mtl["test"], ref_test, dirs, "per_metric")
+        mtl["delta_m"] = mtl[f"delta_m_{conv}"]
+        results = {
+            "experiment": self.cfg.experiment_name,
+            "dataset": self.cfg.data.name,
+            "tasks": self.tasks,
+            "baselines_source": baselines["source"] if baselines else "config",
+            "baselines_test": ref_test,
+            "delta_m_convention": conv,
+            "delta_m_metrics": {t: list(d) for t, d in dirs.items()},
+            "models": models,
+        }
+        self._write_json(self.out / "results.json", results)
+        if rank_zero_only.rank == 0:
+            from mtnas.report.tables import print_results, results_markdown
+
+            atomic_write_text(self.out / "report.md", results_markdown(results, self.task_objs))
+            print_results(results, self.task_objs)
+            self._log_results_to_wandb(results)
+        return mtl["delta_m"]
+
+    def test(self, unit: Unit) -> dict[str, Any]:
+        best = unit.dir / "best.ckpt"
+        ckpt = best if best.exists() else unit.dir / "last.ckpt"
+        if not ckpt.exists():
+            raise MtnasError(
+                f"{unit.dir} has no best.ckpt or last.ckpt for {unit.name}: run the training stages first "
+                f"(stage=all), or point hydra.run.dir at the run folder that holds them."
+            )
+        module = MultiTaskLitModule.load_from_checkpoint(ckpt, map_location="cpu")
+        trainer = self._trainer(unit, [], logger=False)
+        res = trainer.test(module, datamodule=self.dm, verbose=False)
+        size = self.dm.image_size
+        return {
+            "tasks": list(unit.tasks),
+            "checkpoint": str(ckpt.relative_to(self.out)),
+            "test": nested_metrics(res[0], "test"),
+            "params": count_params(module.model),
+            "flops": count_flops(module.model, size),
+        }
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _module(self, unit: Unit, baselines_val: dict | None) -> MultiTaskLitModule:
+        return MultiTaskLitModule(
+            tasks=list(unit.tasks),
+            available_tasks=self.available,
+            model=OmegaConf.to_container(self.cfg.model, resolve=True),
+            optim=OmegaConf.to_container(self.cfg.optim, resolve=True),
+            loss=OmegaConf.to_container(self.cfg.loss, resolve=True),
+            image_size=self.dm.image_size,
+            baselines_val=baselines_val if len(unit.tasks) > 1 else None,
+            delta_m_convention=self.cfg.delta_m.convention,
+        )
+
+    def _trainer(self, unit: Unit, callbacks: list, logger) -> pl.Trainer:
+        kwargs = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        progress = bool(kwargs.pop("enable_progress_bar", True))
+        callbacks = list(callbacks)
+        if progress:
+            from pytorch_lightning.callbacks import RichProgressBar
+
+            callbacks.append(RichProgressBar(leave=True))
+        return pl.Trainer(
+            **kwargs,
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(unit.dir),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
+
+    def _logger(self, unit: Unit):
+        kind = self.cfg.logger.name
+        if kind == "none":
+            return False
+        if kind == "csv":
+            from pytorch_lightning.loggers import CSVLogger
+
+            return CSVLogger(save_dir=str(unit.dir), name="", version="csv")
+        from pytorch_lightning.loggers import WandbLogger
+
+        return WandbLogger(
+            save_dir=str(self.out),
+            project=self.cfg.logger.project,
+            entity=self.cfg.logger.entity,
+            offline=bool(self.cfg.logger.offline),
+            name=f"{self.cfg.experiment_name}/{unit.name}",
+            group=f"{self.cfg.experiment_name}/{self.out.name}",
+            job_type=unit.name.split("/")[0],
+            config=OmegaConf.to_container(self.cfg, resolve=True),
+        )
+
+    @staticmethod
+    def _close_logger(logger) -> None:
+        if logger and type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
+            import wandb
+
+            wandb.finish()
+
+    def _log_results_to_wandb(self, results: dict[str, Any]) -> None:
+        if self.cfg.logger.name != "wandb":
+            return
+        import wandb
+
+        from mtnas.report.tables import results_rows
+
+        header, rows = results_rows(results, self.task_objs)
+        run = wandb.init(
+            dir=str(self.out),
+            project=self.cfg.logger.project,
+            entity=self.cfg.logger.entity,
+            mode="offline" if self.cfg.logger.offline else "online",
+            name=f"{self.cfg.experiment_name}/evaluate",
+            group=f"{self.cfg.experiment_name}/{self.out.name}",
+            job_type="evaluate",
+        )
+        run.log({"results": wandb.Table(columns=header, data=rows)})
+        run.summary["delta_m"] = results["models"][self.mtl_unit.name]["delta_m"]
+        run.finish()
+
+    def _write_json(self, path: Path, obj: Any) -> None:
+        if rank_zero_only.rank == 0:
+            atomic_write_json(path, obj)
+
+    @staticmethod
+    def _announce(text: str) -> None:
+        if rank_zero_only.rank == 0:
+            from rich.console import Console
+
+            Console(stderr=True).print(text)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run the configured stages; returns the multi-task model's test Δm when evaluated (for sweepers)."""
+    # Lightning's per-Trainer INFO lines (device summary, tips, checkpoint restores) drown the progress
+    # output when a run builds a dozen Trainers; warnings still show.
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Checkpoints share the unit folder with the CSV log by design; say nothing about it.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    return Pipeline(cfg).run()

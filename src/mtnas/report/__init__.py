@@ -1,0 +1,1 @@
+"""Results as tables: terminal (rich), Markdown (report.md), wandb."""

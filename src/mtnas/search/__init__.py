@@ -1,0 +1,1 @@
+"""Architecture search: cost model (params, FLOPs); searchers arrive with the supernet."""

@@ -1,0 +1,43 @@
+"""Task types. Adding one = a file here with a `Task` subclass + an entry in `TASK_TYPES`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mtnas.errors import ConfigError
+from mtnas.tasks.base import Task
+from mtnas.tasks.depth import DepthTask
+from mtnas.tasks.edge import EdgeTask
+from mtnas.tasks.normal import NormalTask
+from mtnas.tasks.semseg import SemsegTask
+
+TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (SemsegTask, DepthTask, NormalTask, EdgeTask)}
+
+
+def build_task(name: str, spec: Mapping[str, Any]) -> Task:
+    """`spec` is a dataset's entry in `data.available_tasks`: `{type: semseg, num_classes: 13, ...}`."""
+    params = dict(spec)
+    type_ = params.pop("type", name)
+    params.pop("folder", None)  # where the reader finds the target; not the task's concern
+    if type_ not in TASK_TYPES:
+        raise ConfigError(
+            f"data.available_tasks.{name}.type",
+            f"unknown task type {type_!r}; known types are {sorted(TASK_TYPES)}.",
+        )
+    try:
+        return TASK_TYPES[type_](name, **params)
+    except TypeError as e:
+        raise ConfigError(f"data.available_tasks.{name}", f"bad parameters for a {type_} task: {e}.") from None
+
+
+def build_tasks(selected: list[str], available: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
+    unknown = [t for t in selected if t not in available]
+    if unknown:
+        raise ConfigError(
+            "tasks", f"unknown task(s) {unknown}; this dataset provides {sorted(available)}."
+        )
+    return {name: build_task(name, available[name]) for name in selected}
+
+
+__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks"]

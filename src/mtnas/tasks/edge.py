@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from mtnas.metrics import BoundaryFScore
+from mtnas.tasks.base import Task
+
+
+class EdgeTask(Task):
+    """Binary boundaries. Target (B, 1, H, W) with 1 = edge, 0 = not, `ignore_index` = unlabeled.
+
+    Loss: class-balanced BCE (HED): edges are rare, so each class is weighted by the other's frequency
+    in the batch unless a fixed `pos_weight` (weight of the edge class, in (0, 1)) is given."""
+
+    type = "edge"
+    main_metric = "odsf"
+    default_delta_m_metrics = ("odsf",)
+
+    def __init__(
+        self,
+        name: str,
+        pos_weight: float | None = None,
+        max_dist: float = 0.0075,
+        ignore_index: int = 255,
+        delta_m_metrics=None,
+    ):
+        super().__init__(name, 1, delta_m_metrics)
+        self.pos_weight = pos_weight
+        self.max_dist = max_dist
+        self.ignore_index = ignore_index
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        valid = target != self.ignore_index
+        if not valid.any():
+            return pred.sum() * 0.0
+        t = (target == 1).float()
+        if self.pos_weight is None:
+            pos_frac = t[valid].mean().clamp(0.01, 0.99)
+            w_pos, w_neg = 1.0 - pos_frac, pos_frac
+        else:
+            w_pos, w_neg = self.pos_weight, 1.0 - self.pos_weight
+        weight = (t * w_pos + (1 - t) * w_neg) * valid
+        # Normalised so the loss scale does not depend on edge density.
+        return F.binary_cross_entropy_with_logits(pred, t, weight=weight, reduction="sum") / weight.sum()
+
+    def metrics(self) -> BoundaryFScore:
+        return BoundaryFScore(max_dist=self.max_dist, ignore_index=self.ignore_index)

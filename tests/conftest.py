@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mtnas.cli import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny, fast settings shared by every test that trains: a few steps on 64×64 synthetic scenes.
+TINY = [
+    "logger=csv",
+    "model=mobilenetv3",
+    "data.synthetic.height=64",
+    "data.synthetic.width=64",
+    "data.synthetic.num_train=32",
+    "data.synthetic.num_val=16",
+    "data.synthetic.num_test=16",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One synthetic-data cache for the whole session (generation is deterministic)."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["MTNAS_CACHE_DIR"] = str(path)
+    return path
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None):
+    """Compose the real config (as the CLI would), with `paths.output_dir` pinned for in-process runs."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=False)
+    if output_dir is not None:
+        from omegaconf import OmegaConf
+
+        OmegaConf.set_struct(cfg, False)
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_cli(args: list[str], cwd: Path, cache: Path, timeout: int = 600, prog: str = "mtnas") -> subprocess.CompletedProcess:
+    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    exe = Path(sys.executable).parent / prog
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,96 @@
+"""The real CLI, as a user runs it (subprocess): end to end, resume, multirun, errors, --help cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; sys.argv = ['mtnas', '--help']\n"
+        "from mtnas.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_FREE')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "== Config ==" in out.stdout or "Config" in out.stdout
+    assert out.stdout.strip().endswith("TORCH_FREE"), out.stdout[-500:]
+
+
+def test_bad_config_gives_one_paragraph_without_traceback(tmp_path, cache_dir):
+    res = run_cli(["tasks=[semseg,sky]", "logger=none"], tmp_path, cache_dir)
+    assert res.returncode == 2
+    assert "Config error at `tasks`" in res.stderr and "sky" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_missing_nyuv2_root_is_a_clear_error(tmp_path, cache_dir):
+    res = run_cli(["data=nyuv2", "logger=none"], tmp_path, cache_dir)
+    assert res.returncode == 2 and "`data.root`" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_end_to_end_then_resume(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "+experiment=synthetic_mtl", "tasks=[semseg,depth]", f"hydra.run.dir={run_dir}"]
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for rel in [
+        ".hydra/config.yaml",
+        "baselines/semseg/best.ckpt",
+        "baselines/semseg/last.ckpt",
+        "baselines/depth/fit.json",
+        "baselines/baselines.json",
+        "train/best.ckpt",
+        "train/last.ckpt",
+        "train/fit.json",
+        "results.json",
+        "report.md",
+    ]:
+        assert (run_dir / rel).is_file(), rel
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["models"]) == {"baseline/semseg", "baseline/depth", "multitask"}
+    mtl = results["models"]["multitask"]
+    assert set(mtl["test"]) == {"semseg", "depth"}
+    assert mtl["params"] > 0 and mtl["flops"] > 0
+    assert results["baselines_source"] == "run"
+    assert isinstance(mtl["delta_m"], float)
+    assert "Δm" in res.stdout and "multitask" in res.stdout  # the table is printed
+    assert "multitask" in (run_dir / "report.md").read_text()
+
+    # Rerunning the same command in the same folder trains nothing again ...
+    fit_mtime = (run_dir / "train" / "fit.json").stat().st_mtime_ns
+    res2 = run_cli(args, tmp_path, cache_dir)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    assert (run_dir / "train" / "fit.json").stat().st_mtime_ns == fit_mtime
+    assert json.loads((run_dir / "results.json").read_text())["models"]["multitask"]["test"] == mtl["test"]
+
+    # ... and an interrupted training run (fit.json not written yet) continues from last.ckpt.
+    (run_dir / "train" / "fit.json").unlink()
+    res3 = run_cli([*args, "stage=train", "trainer.max_epochs=2"], tmp_path, cache_dir)
+    assert res3.returncode == 0, res3.stderr[-3000:]
+    fit = json.loads((run_dir / "train" / "fit.json").read_text())
+    assert fit["epochs"] == 2
+    assert "Restored" in res3.stderr + res3.stdout or fit["epochs"] == 2
+
+
+def test_multirun_gives_each_job_its_own_folder_and_wandb_runs_offline(tmp_path, cache_dir):
+    args = ["-m", *TINY, "logger=wandb", "tasks=[depth]", "stage=baselines", "seed=0,1", "paths.log_root=out"]
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted((tmp_path / "out" / "default" / "multirun").glob("*/*"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    seeds = []
+    for job in jobs:
+        assert (job / "baselines" / "depth" / "fit.json").is_file()
+        assert list((job / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+        seeds.append((job / ".hydra" / "overrides.yaml").read_text())
+    assert "seed=0" in seeds[0] and "seed=1" in seeds[1]

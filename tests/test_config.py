@@ -1,0 +1,75 @@
+"""Compose every shipped config; every bad value gives a ConfigError naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from mtnas.cli import config_dir
+from mtnas.config import validate
+from mtnas.errors import ConfigError, DataError
+
+from .conftest import compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+GROUPS = {g: sorted(p.stem for p in (Path(config_dir()) / g).glob("*.yaml")) for g in ("data", "model", "trainer", "logger")}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name, tmp_path):
+    cfg = compose_cfg([f"+experiment={name}", f"data.root={tmp_path}"])
+    assert cfg.experiment_name == name
+    OmegaConf.to_container(cfg.data, resolve=True)
+    if cfg.data.name == "synthetic":
+        cfg.data.root = None
+    validate(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group, option, tmp_path):
+    cfg = compose_cfg([f"{group}={option}", f"data.root={tmp_path}"])
+    assert cfg[group] is not None
+    OmegaConf.to_container(cfg[group], resolve=True)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("tasks=[semseg,sky]", "tasks"),
+        ("tasks=[]", "tasks"),
+        ("tasks=[depth,depth]", "tasks"),
+        ("data.name=kitti", "data.name"),
+        ("stage=search_everything", "stage"),
+        ("optim.lr=-1", "optim.lr"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("loss.weighting=magic", "loss.weighting"),
+        ("loss.weights={edge:1.0}", "loss.weights.edge"),
+        ("loss.weights={depth:-2}", "loss.weights.depth"),
+        ("logger=csv logger.name=tensorboard", "logger.name"),
+        ("delta_m.convention=median", "delta_m.convention"),
+        ("baselines.source=config", "baselines.metrics.semseg.miou"),
+        ("model.backbone.name=resnet_does_not_exist", "model.backbone.name"),
+        ("data.synthetic.height=8", "data.synthetic"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    cfg = compose_cfg(override.split())
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert e.value.key == key
+    assert f"`{key}`" in str(e.value)
+
+
+def test_nyuv2_needs_an_existing_root(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        validate(compose_cfg(["data=nyuv2"]))
+    with pytest.raises(DataError, match="does not exist"):
+        validate(compose_cfg(["data=nyuv2", f"data.root={tmp_path / 'missing'}"]))
+
+
+def test_config_baselines_are_accepted_when_complete():
+    metrics = "{semseg: {miou: 0.4, pixel_acc: 0.6}, depth: {abs_err: 0.5, rel_err: 0.2}}"
+    validate(compose_cfg(["tasks=[semseg,depth]", "baselines.source=config", f"baselines.metrics={metrics}"]))

@@ -1,0 +1,114 @@
+"""Every metric against values worked out by hand on small tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtnas.metrics import BoundaryFScore, DepthMetrics, NormalMetrics, SemsegMetrics, delta_m
+
+
+def test_semseg_miou_and_pixel_acc_by_hand():
+    # target: [0 0 1 1 / 2 2 -1 -1], pred: [0 1 1 1 / 2 0 2 0]
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, -1, -1]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [2, 0, 2, 0]]])
+    m = SemsegMetrics(num_classes=3, ignore_index=-1)
+    m.update(pred, target)
+    out = m.compute()
+    # class 0: tp 1, fp 1 (pred 0 at target 2), fn 1 -> 1/3; class 1: tp 2, fp 1, fn 0 -> 2/3;
+    # class 2: tp 1, fp 0, fn 1 -> 1/2. Ignored pixels do not count.
+    assert out["miou"].item() == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert out["pixel_acc"].item() == pytest.approx(4 / 6)
+
+
+def test_semseg_accepts_logits_and_skips_absent_classes():
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    logits = torch.zeros(1, 4, 1, 4)
+    logits[0, 0, 0, :2] = 5
+    logits[0, 1, 0, 2:] = 5
+    m = SemsegMetrics(num_classes=4)
+    m.update(logits, target)
+    assert m.compute()["miou"].item() == pytest.approx(1.0)  # classes 2, 3 never occur
+
+
+def test_depth_metrics_by_hand():
+    target = torch.tensor([1.0, 2.0, 4.0, 0.0]).view(1, 1, 1, 4)  # last pixel invalid
+    pred = torch.tensor([1.5, 2.0, 2.0, 9.0]).view(1, 1, 1, 4)
+    m = DepthMetrics()
+    m.update(pred, target)
+    out = m.compute()
+    assert out["abs_err"].item() == pytest.approx((0.5 + 0 + 2) / 3)
+    assert out["rel_err"].item() == pytest.approx((0.5 + 0 + 0.5) / 3)
+    assert out["rmse"].item() == pytest.approx(math.sqrt((0.25 + 0 + 4) / 3))
+    # ratios 1.5, 1.0, 2.0 -> only the middle one is within 1.25
+    assert out["delta1"].item() == pytest.approx(1 / 3)
+
+
+def test_depth_metrics_accumulate_over_batches_per_pixel():
+    m = DepthMetrics()
+    m.update(torch.full((1, 1, 1, 1), 2.0), torch.full((1, 1, 1, 1), 1.0))
+    m.update(torch.full((1, 1, 1, 3), 1.0), torch.full((1, 1, 1, 3), 1.0))
+    assert m.compute()["abs_err"].item() == pytest.approx(1 / 4)
+
+
+def _normals_at(angles_deg):
+    """Unit vectors in the x-z plane at the given angles from +z, as (1, 3, 1, N)."""
+    a = torch.deg2rad(torch.tensor(angles_deg, dtype=torch.float64))
+    return torch.stack([torch.sin(a), torch.zeros_like(a), torch.cos(a)])[None, :, None, :]
+
+
+def test_normal_metrics_by_hand():
+    angles = [5.0, 10.0, 20.0, 25.0, 40.0]
+    pred = _normals_at(angles)
+    target = _normals_at([0.0] * 5)
+    target = torch.cat([target, torch.zeros(1, 3, 1, 1, dtype=torch.float64)], -1)  # + one invalid pixel
+    pred = torch.cat([pred, _normals_at([90.0])], -1)
+    m = NormalMetrics()
+    m.update(pred.float() * 3.0, target.float())  # predictions need not be unit length
+    out = m.compute()
+    assert out["mean"].item() == pytest.approx(sum(angles) / 5, abs=1e-3)
+    assert out["median"].item() == pytest.approx(20.0, abs=0.011)
+    assert out["within_11_25"].item() == pytest.approx(40.0)
+    assert out["within_22_5"].item() == pytest.approx(60.0)
+    assert out["within_30"].item() == pytest.approx(80.0)
+
+
+def test_boundary_fscore_by_hand():
+    # 1×1×1×12 strip. GT edge at x=5. With radius 1 (max_dist chosen for it), a prediction at x=6 matches.
+    target = torch.zeros(1, 1, 1, 12)
+    target[..., 5] = 1
+    logits = torch.full((1, 1, 1, 12), -10.0)
+    logits[..., 6] = 10.0  # within tolerance
+    logits[..., 10] = 10.0  # false positive
+    m = BoundaryFScore(num_thresholds=9, max_dist=1.0 / math.hypot(1, 12))  # radius = 1 pixel
+    m.update(logits, target)
+    # precision 1/2, recall 1/1 -> F = 2/3 at every threshold
+    assert m.compute()["odsf"].item() == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_boundary_fscore_picks_best_threshold():
+    target = torch.zeros(1, 1, 1, 12)
+    target[..., 2] = 1
+    logits = torch.full((1, 1, 1, 12), -10.0)
+    logits[..., 2] = 2.0  # p = 0.88: a true edge
+    logits[..., 9] = -1.0  # p = 0.27: spurious, only above low thresholds
+    m = BoundaryFScore(num_thresholds=9, max_dist=0.0)
+    m.update(logits, target)
+    assert m.compute()["odsf"].item() == pytest.approx(1.0)
+
+
+def test_delta_m_hand_worked_example_both_conventions():
+    baselines = {"semseg": {"miou": 0.40, "pixel_acc": 0.60}, "depth": {"abs_err": 0.50}}
+    metrics = {"semseg": {"miou": 0.44, "pixel_acc": 0.60}, "depth": {"abs_err": 0.55}}
+    dirs = {"semseg": {"miou": "max", "pixel_acc": "max"}, "depth": {"abs_err": "min"}}
+    # semseg terms: +10 %, 0 %; depth term: −10 %.
+    assert delta_m(metrics, baselines, dirs, "per_task") == pytest.approx(100 / 2 * ((0.10 + 0.0) / 2 - 0.10))
+    assert delta_m(metrics, baselines, dirs, "per_metric") == pytest.approx(100 / 3 * (0.10 + 0.0 - 0.10))
+    assert delta_m(baselines, baselines, dirs) == 0.0
+
+
+def test_delta_m_names_a_missing_metric():
+    with pytest.raises(Exception, match="depth/abs_err"):
+        delta_m({"depth": {}}, {"depth": {"abs_err": 1.0}}, {"depth": {"abs_err": "min"}})
