@@ -50,7 +50,11 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None):
     return cfg
 
 
-def run_cli(args: list[str], cwd: Path, cache: Path, timeout: int = 600, prog: str = "mtnas") -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, cache: Path, timeout: int = 600, prog: str = "mtnas"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "MTNAS_CACHE_DIR": str(cache), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     exe = Path(sys.executable).parent / prog
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

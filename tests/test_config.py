@@ -14,7 +14,10 @@ from mtnas.errors import ConfigError, DataError
 from .conftest import compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
-GROUPS = {g: sorted(p.stem for p in (Path(config_dir()) / g).glob("*.yaml")) for g in ("data", "model", "trainer", "logger")}
+GROUPS = {
+    g: sorted(p.stem for p in (Path(config_dir()) / g).glob("*.yaml"))
+    for g in ("data", "model", "trainer", "logger")
+}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -81,7 +81,9 @@ def test_ddp_sim_training_and_evaluation_match_single_process(tmp_path, cache_di
     one_dir = tmp_path / "single"
     shutil.copytree(ddp_dir, one_dir)
     (one_dir / "results.json").unlink()
-    res = run_cli([*TINY, "tasks=[semseg,depth]", "stage=evaluate", f"hydra.run.dir={one_dir}"], tmp_path, cache_dir)
+    res = run_cli(
+        [*TINY, "tasks=[semseg,depth]", "stage=evaluate", f"hydra.run.dir={one_dir}"], tmp_path, cache_dir
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     ddp = json.loads((ddp_dir / "results.json").read_text())["models"]
     one = json.loads((one_dir / "results.json").read_text())["models"]

@@ -20,12 +20,14 @@ def _constant_predictor_metrics(dm, tasks):
     samples = [train.load_raw(i) for i in range(len(train))]
     import numpy as np
 
-    labels = np.concatenate([s["label"].ravel() for s in samples])
+    labels = np.concatenate([s["semseg"].ravel() for s in samples])
     majority = int(np.bincount(labels[labels >= 0].astype(int)).argmax())
     depths = np.concatenate([s["depth"].ravel() for s in samples])
     mean_depth = float(depths[depths > 0].mean())
     normals = np.concatenate([s["normal"].reshape(-1, 3) for s in samples])
-    mean_normal = torch.nn.functional.normalize(torch.tensor(normals[np.abs(normals).sum(1) > 0].mean(0)), dim=0)
+    mean_normal = torch.nn.functional.normalize(
+        torch.tensor(normals[np.abs(normals).sum(1) > 0].mean(0)), dim=0
+    )
     metrics = {t: task.metrics() for t, task in tasks.items()}
     for batch in dm.val_dataloader():
         b, _, h, w = batch["image"].shape
@@ -47,10 +49,10 @@ def test_multitask_training_beats_constant_predictors(tmp_path, cache_dir):
             "stage=train",
             "data.synthetic.height=64",
             "data.synthetic.width=64",
-            "data.synthetic.num_train=192",
+            "data.synthetic.num_train=256",
             "data.synthetic.num_val=32",
             "data.synthetic.num_test=8",
-            "trainer.max_epochs=5",
+            "trainer.max_epochs=8",
             "trainer.enable_progress_bar=false",
             "trainer.num_sanity_val_steps=0",
         ],

@@ -8,19 +8,26 @@ from mtnas.lit.multitask import MultiTaskLitModule
 from mtnas.nn import build_multitask_net
 from mtnas.search.cost import count_flops, count_params
 
-TASKS = {"semseg": {"type": "semseg", "num_classes": 5, "folder": "label"}, "depth": {"type": "depth", "folder": "depth"}}
+TASKS = {
+    "semseg": {"type": "semseg", "num_classes": 5, "folder": "label"},
+    "depth": {"type": "depth", "folder": "depth"},
+}
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])
 def test_cnn_and_vit_backbones_give_full_resolution_outputs(backbone):
-    net = build_multitask_net({"backbone": {"name": backbone}, "head": {"hidden": 16}}, {"semseg": 5, "depth": 1}, (64, 96))
+    net = build_multitask_net(
+        {"backbone": {"name": backbone}, "head": {"hidden": 16}}, {"semseg": 5, "depth": 1}, (64, 96)
+    )
     out = net(torch.randn(2, 3, 64, 96))
     assert out["semseg"].shape == (2, 5, 64, 96)
     assert out["depth"].shape == (2, 1, 64, 96)
 
 
 def test_cost_counts_params_and_flops():
-    net = build_multitask_net({"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"depth": 1}, (64, 64))
+    net = build_multitask_net(
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"depth": 1}, (64, 64)
+    )
     n = count_params(net)
     assert n == sum(p.numel() for p in net.parameters()) > 0
     f1, f2 = count_flops(net, (64, 64)), count_flops(net, (128, 128))
@@ -30,11 +37,19 @@ def test_cost_counts_params_and_flops():
 
 def test_uncertainty_weighting_learns_per_task_log_variances():
     module = MultiTaskLitModule(
-        ["semseg", "depth"], TASKS, {"backbone": {"name": "test_resnet"}, "head": {"hidden": 8}},
-        {"lr": 1e-3}, {"weighting": "uncertainty"}, (32, 32),
+        ["semseg", "depth"],
+        TASKS,
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 8}},
+        {"lr": 1e-3},
+        {"weighting": "uncertainty"},
+        (32, 32),
     )
     assert module.log_vars.shape == (2,)
-    batch = {"image": torch.randn(2, 3, 32, 32), "semseg": torch.randint(0, 5, (2, 32, 32)), "depth": torch.rand(2, 1, 32, 32) + 0.5}
+    batch = {
+        "image": torch.randn(2, 3, 32, 32),
+        "semseg": torch.randint(0, 5, (2, 32, 32)),
+        "depth": torch.rand(2, 1, 32, 32) + 0.5,
+    }
     total, per_task = module._losses(module(batch["image"]), batch)
     assert torch.isclose(total, sum(per_task.values()))  # log σ² = 0 at the start
     total.backward()
@@ -43,15 +58,30 @@ def test_uncertainty_weighting_learns_per_task_log_variances():
 
 def test_fixed_weights_and_checkpoint_monitor():
     module = MultiTaskLitModule(
-        ["semseg", "depth"], TASKS, {"backbone": {"name": "test_resnet"}, "head": {"hidden": 8}},
-        {"lr": 1e-3}, {"weighting": "fixed", "weights": {"depth": 3.0}}, (32, 32),
+        ["semseg", "depth"],
+        TASKS,
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 8}},
+        {"lr": 1e-3},
+        {"weighting": "fixed", "weights": {"depth": 3.0}},
+        (32, 32),
     )
     assert module.loss_weights == {"semseg": 1.0, "depth": 3.0}
     assert module.monitor == ("val/loss", "min")  # no baselines: Δm is not available
-    single = MultiTaskLitModule(["depth"], TASKS, {"backbone": {"name": "test_resnet"}}, {"lr": 1e-3}, {}, (32, 32))
+    single = MultiTaskLitModule(
+        ["depth"], TASKS, {"backbone": {"name": "test_resnet"}}, {"lr": 1e-3}, {}, (32, 32)
+    )
     assert single.monitor == ("val/depth/abs_err", "min")
 
 
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="model.backbone.name"):
         build_multitask_net({"backbone": {"name": "nope_net"}}, {"depth": 1}, (32, 32))
+
+
+def test_warmup_cosine_schedule_shape():
+    from mtnas.lit.multitask import warmup_cosine
+
+    f = [warmup_cosine(s, warmup=10, total=110) for s in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # decays monotonically
+    assert f[110] == pytest.approx(0.01) and f[119] == pytest.approx(0.01)  # stays at the floor past the end

@@ -15,7 +15,9 @@ def test_wheel_ships_the_configs(tmp_path):
     uv = shutil.which("uv")
     if uv is None:
         pytest.skip("uv is not on PATH (make test installs it)")
-    subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(tmp_path), str(REPO)], check=True, capture_output=True
+    )
     (wheel,) = tmp_path.glob("mtnas-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"mtnas/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}

@@ -17,7 +17,7 @@ def test_render_is_deterministic_and_in_nyuv2_layout():
     assert a["depth"].shape == (48, 64, 1)
     assert a["normal"].shape == (48, 64, 3)
     assert a["edge"].shape == (48, 64)
-    assert 0 <= a["image"].min() and a["image"].max() <= 1
+    assert a["image"].min() >= 0 and a["image"].max() <= 1
 
 
 def test_scene_geometry_is_consistent():
@@ -49,8 +49,9 @@ def test_edges_are_exactly_the_label_and_depth_discontinuities():
     # Holes (depth 0) and ignore labels (−1) are applied after edges; treat them as "unknown".
     disc = np.zeros_like(edge)
     unknown = np.zeros_like(edge)
-    for a, b, sl in (((slice(None), slice(1, None)), (slice(None), slice(None, -1)), None),
-                     ((slice(1, None), slice(None)), (slice(None, -1), slice(None)), None)):
+    right = ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))
+    down = ((slice(1, None), slice(None)), (slice(None, -1), slice(None)))
+    for a, b in (right, down):
         la, lb, da, db = label[a], label[b], depth[a], depth[b]
         unk = (la < 0) | (lb < 0) | (da <= 0) | (db <= 0)
         jump = np.abs(da - db) / np.maximum(np.minimum(da, db), 1e-6) > 0.05
@@ -73,7 +74,11 @@ def test_generate_writes_layout_once_and_reuses_cache(tmp_path):
     assert generate(spec, tmp_path, progress=False) == root
     assert (root / "train" / "image" / "0.npy").stat().st_mtime_ns == mtime
     # Another seed is another dataset, in another folder.
-    other = generate(SyntheticSpec(height=32, width=48, num_train=3, num_val=2, num_test=2, seed=2), tmp_path, progress=False)
+    other = generate(
+        SyntheticSpec(height=32, width=48, num_train=3, num_val=2, num_test=2, seed=2),
+        tmp_path,
+        progress=False,
+    )
     assert other != root
     assert not np.array_equal(np.load(other / "train/image/0.npy"), np.load(root / "train/image/0.npy"))
     assert not list(tmp_path.glob(".*tmp*"))  # no leftovers from the atomic write

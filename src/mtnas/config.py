@@ -46,7 +46,9 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "delta_m.convention", CONVENTIONS)
 
     if OmegaConf.is_missing(cfg.data, "root"):
-        raise ConfigError("data.root", f"the {name} dataset needs its folder: add `data.root=/path/to/{name}`.")
+        raise ConfigError(
+            "data.root", f"the {name} dataset needs its folder: add `data.root=/path/to/{name}`."
+        )
     if name != "synthetic":
         root = Path(str(cfg.data.root)).expanduser()
         if not root.is_dir():
@@ -56,7 +58,10 @@ def validate(cfg: DictConfig) -> None:
     for tname, spec in available.items():
         ttype = spec.get("type", tname)
         if ttype not in TASK_TYPES:
-            raise ConfigError(f"data.available_tasks.{tname}.type", f"unknown task type {ttype!r}; known: {sorted(TASK_TYPES)}.")
+            raise ConfigError(
+                f"data.available_tasks.{tname}.type",
+                f"unknown task type {ttype!r}; known: {sorted(TASK_TYPES)}.",
+            )
     tasks = OmegaConf.to_container(cfg.tasks) if OmegaConf.is_list(cfg.tasks) else cfg.tasks
     if not isinstance(tasks, list) or not tasks:
         raise ConfigError("tasks", f"got {tasks!r}; expected a non-empty list such as [semseg, depth].")
@@ -64,7 +69,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("tasks", f"{tasks} lists a task twice.")
     unknown = [t for t in tasks if t not in available]
     if unknown:
-        raise ConfigError("tasks", f"unknown task(s) {unknown}; the {name} dataset provides {sorted(available)}.")
+        raise ConfigError(
+            "tasks", f"unknown task(s) {unknown}; the {name} dataset provides {sorted(available)}."
+        )
 
     weights = cfg.loss.weights or {}
     for t, w in weights.items():
@@ -89,7 +96,9 @@ def validate(cfg: DictConfig) -> None:
 
     bb = OmegaConf.select(cfg, "model.backbone.name")
     if bb not in timm.list_models():
-        raise ConfigError("model.backbone.name", f"{bb!r} is not a timm model name (see `timm.list_models()`).")
+        raise ConfigError(
+            "model.backbone.name", f"{bb!r} is not a timm model name (see `timm.list_models()`)."
+        )
 
 
 def _validate_config_baselines(cfg: DictConfig, tasks: list[str]) -> None:

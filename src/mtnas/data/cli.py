@@ -1,7 +1,7 @@
 """`mtnas-data`: dataset tools.
 
-    mtnas-data check nyuv2 /path/to/nyuv2       validate every file; summary; exit 1 on problems
-    mtnas-data generate /path/to/out [--height H --width W --train N --val N --test N --seed S]
+mtnas-data check nyuv2 /path/to/nyuv2       validate every file; summary; exit 1 on problems
+mtnas-data generate /path/to/out [--height H --width W --train N --val N --test N --seed S]
 """
 
 from __future__ import annotations
@@ -12,10 +12,20 @@ from pathlib import Path
 
 # Per dataset: the task folders and kinds of the .npy layout, and the expected size / classes.
 LAYOUTS = {
-    "nyuv2": {"folders": {"label": "semseg", "depth": "depth", "normal": "normal"}, "optional": {"edge": "edge"},
-              "size": (288, 384), "num_classes": 13, "splits": ("train", "val")},
-    "synthetic": {"folders": {"label": "semseg", "depth": "depth", "normal": "normal", "edge": "edge"}, "optional": {},
-                  "size": None, "num_classes": 7, "splits": ("train", "val", "test")},
+    "nyuv2": {
+        "folders": {"label": "semseg", "depth": "depth", "normal": "normal"},
+        "optional": {"edge": "edge"},
+        "size": (288, 384),
+        "num_classes": 13,
+        "splits": ("train", "val"),
+    },
+    "synthetic": {
+        "folders": {"label": "semseg", "depth": "depth", "normal": "normal", "edge": "edge"},
+        "optional": {},
+        "size": None,
+        "num_classes": 7,
+        "splits": ("train", "val", "test"),
+    },
 }
 
 
@@ -47,7 +57,7 @@ def check(name: str, root: Path, max_problems: int = 20) -> int:
         except DataError as e:
             problems.append(str(e))
             continue
-        for folder, kind in folders.items():
+        for folder in folders:
             if folder == "image":
                 continue
             try:
@@ -70,7 +80,9 @@ def check(name: str, root: Path, max_problems: int = 20) -> int:
                 problems += found
                 if kind == "semseg" and not found:
                     labels = arr.astype(np.int64).ravel()
-                    hist += np.bincount(np.where(labels < 0, layout["num_classes"], labels), minlength=len(hist))
+                    hist += np.bincount(
+                        np.where(labels < 0, layout["num_classes"], labels), minlength=len(hist)
+                    )
         summary.add_row(split, str(len(indices)), ", ".join(folders))
     console.print(summary)
     total = hist.sum()
@@ -94,7 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     p_check.add_argument("root", type=Path)
     p_gen = sub.add_parser("generate", help="write the synthetic dataset (NYUv2 layout) to a folder")
     p_gen.add_argument("out", type=Path)
-    for flag, default in (("height", 96), ("width", 128), ("train", 512), ("val", 128), ("test", 128), ("seed", 0)):
+    for flag, default in (
+        ("height", 96),
+        ("width", 128),
+        ("train", 512),
+        ("val", 128),
+        ("test", 128),
+        ("seed", 0),
+    ):
         p_gen.add_argument(f"--{flag}", type=int, default=default)
     args = parser.parse_args(argv)
     if args.command == "check":

@@ -22,7 +22,9 @@ def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: b
     if data_cfg["name"] == "synthetic":
         return generate(SyntheticSpec(**data_cfg["synthetic"]), cache_dir, progress=progress)
     if not data_cfg.get("root"):
-        raise ConfigError("data.root", f"the {data_cfg['name']} dataset needs `data.root=/path/to/{data_cfg['name']}`.")
+        raise ConfigError(
+            "data.root", f"the {data_cfg['name']} dataset needs `data.root=/path/to/{data_cfg['name']}`."
+        )
     return Path(data_cfg["root"]).expanduser()
 
 
@@ -63,19 +65,27 @@ class MultiTaskDataModule(pl.LightningDataModule):
             on_disk = split if split != "test" or (root / "test").is_dir() else "val"
             transform = None
             if split == "train" and self.cfg.get("augment", True):
-                transform = Compose([RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()])
+                transform = Compose(
+                    [RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()]
+                )
             self.datasets[split] = NpyFolderDataset(
                 root, on_disk, self.targets, self.image_size, transform, self.num_classes
             )
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage, ("train", "val", "test")
+        )
         for split in splits:
             self._dataset(split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        bs = self.cfg["batch_size"] if split == "train" else self.cfg.get("eval_batch_size", self.cfg["batch_size"])
+        bs = (
+            self.cfg["batch_size"]
+            if split == "train"
+            else self.cfg.get("eval_batch_size", self.cfg["batch_size"])
+        )
         workers = int(self.cfg.get("num_workers", 0))
         return DataLoader(
             self._dataset(split),

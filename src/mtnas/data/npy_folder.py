@@ -42,7 +42,9 @@ def list_indices(folder: Path) -> list[int]:
         raise DataError(folder, "folder has no `<index>.npy` files.")
     if idx != list(range(len(idx))):
         missing = sorted(set(range(idx[-1] + 1)) - set(idx))
-        raise DataError(folder / f"{missing[0]}.npy", f"file is missing ({len(missing)} index(es) missing in all).")
+        raise DataError(
+            folder / f"{missing[0]}.npy", f"file is missing ({len(missing)} index(es) missing in all)."
+        )
     return idx
 
 

@@ -52,7 +52,9 @@ class SyntheticSpec:
 
     def cache_name(self) -> str:
         blob = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True).encode()
-        return f"synthetic-v{GENERATOR_VERSION}-{self.height}x{self.width}-{hashlib.sha1(blob).hexdigest()[:10]}"
+        return (
+            f"synthetic-v{GENERATOR_VERSION}-{self.height}x{self.width}-{hashlib.sha1(blob).hexdigest()[:10]}"
+        )
 
 
 def _rot_y(angle: float) -> np.ndarray:
@@ -134,7 +136,9 @@ def _cylinder(o, d, cx, cz, radius, height):
     return t, np.where(side[:, None], n_side, n_cap)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, max_objects: int = 8) -> dict[str, np.ndarray]:
+def render_scene(
+    rng: np.random.Generator, height: int, width: int, max_objects: int = 8
+) -> dict[str, np.ndarray]:
     """Render one random scene. Returns arrays in the NYUv2 preprocessed layout (float32)."""
     room_w, room_d, room_h = rng.uniform(4, 7), rng.uniform(4, 7), rng.uniform(2.5, 3.2)
     lo = np.array([-room_w / 2, 0.0, -room_d / 2])
@@ -153,7 +157,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_objects:
     r_wc = np.stack([right, down, fwd], 1)  # camera axes as columns
     focal = 0.5 * width / np.tan(np.deg2rad(rng.uniform(55, 65)) / 2)
     v, u = np.mgrid[0:height, 0:width]
-    d_cam = np.stack([(u + 0.5 - width / 2) / focal, (v + 0.5 - height / 2) / focal, np.ones_like(u, float)], -1)
+    d_cam = np.stack(
+        [(u + 0.5 - width / 2) / focal, (v + 0.5 - height / 2) / focal, np.ones_like(u, float)], -1
+    )
     d = d_cam.reshape(-1, 3) @ r_wc.T  # unnormalised: the hit parameter t is the z-depth
     n = len(d)
     hits = _Hits(n)

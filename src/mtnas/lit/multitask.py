@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -34,7 +36,9 @@ class MultiTaskLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tasks = build_tasks(list(tasks), available_tasks)
-        self.model = build_multitask_net(model, {t: task.out_channels for t, task in self.tasks.items()}, image_size)
+        self.model = build_multitask_net(
+            model, {t: task.out_channels for t, task in self.tasks.items()}, image_size
+        )
         self.weighting = loss.get("weighting", "fixed")
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
@@ -51,7 +55,7 @@ class MultiTaskLitModule(pl.LightningModule):
     def monitor(self) -> tuple[str, str]:
         """The validation quantity that picks the best checkpoint, and its mode."""
         if len(self.tasks) == 1:
-            (name, task), = self.tasks.items()
+            ((name, task),) = self.tasks.items()
             return f"val/{name}/{task.main_metric}", task.directions[task.main_metric]
         if self.can_compute_delta_m:
             return "val/delta_m", "max"
@@ -67,7 +71,9 @@ class MultiTaskLitModule(pl.LightningModule):
     def _losses(self, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         per_task = {t: task.loss(preds[t], batch[t]) for t, task in self.tasks.items()}
         if self.weighting == "uncertainty":
-            total = sum(torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True))
+            total = sum(
+                torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True)
+            )
         else:
             total = sum(self.loss_weights[t] * per_task[t] for t in self.tasks)
         return total, per_task
@@ -113,18 +119,26 @@ class MultiTaskLitModule(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.hparams.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
+        )
         if cfg.get("scheduler", "cosine") == "none":
             return opt
-        steps = self.trainer.estimated_stepping_batches
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt,
-            max_lr=float(cfg["lr"]),
-            total_steps=max(1, int(steps)),
-            pct_start=float(cfg.get("warmup_fraction", 0.05)),
-            anneal_strategy="cos",
-        )
+        # Linear warm-up then cosine decay over the whole run. A plain function (not a stateful
+        # scheduler like OneCycleLR) so that resuming with a larger max_epochs stretches the schedule
+        # instead of failing: the step count is restored from the checkpoint, the length is recomputed.
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> float:
+    """LR factor: linear from 1/warmup to 1 over `warmup` steps, then cosine down to `final`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def nested_metrics(flat: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:

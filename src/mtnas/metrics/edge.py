@@ -47,7 +47,9 @@ class BoundaryFScore(DenseMetric):
         self.ignore_index = ignore_index
         self.register_buffer("thresholds", torch.linspace(0, 1, num_thresholds + 2)[1:-1], persistent=False)
         for name in ("tp_pred", "n_pred", "tp_gt", "n_gt"):
-            self.add_state(name, default=torch.zeros(num_thresholds, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(
+                name, default=torch.zeros(num_thresholds, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         b, _, h, w = target.shape

@@ -13,7 +13,13 @@ class NormalMetrics(DenseMetric):
     """Angles are accumulated in a fine histogram (a sum state), so the median syncs under DDP in
     O(bins) memory instead of gathering every pixel; it is exact to within `bin_deg` (0.01° default)."""
 
-    directions = {"mean": "min", "median": "min", "within_11_25": "max", "within_22_5": "max", "within_30": "max"}
+    directions = {
+        "mean": "min",
+        "median": "min",
+        "within_11_25": "max",
+        "within_22_5": "max",
+        "within_30": "max",
+    }
 
     def __init__(self, bin_deg: float = 0.01, **kwargs):
         super().__init__(**kwargs)

@@ -26,7 +26,9 @@ class TimmBackbone(nn.Module):
     ):
         super().__init__()
         if name not in timm.list_models():
-            raise ConfigError("model.backbone.name", f"{name!r} is not a timm model name (see timm.list_models()).")
+            raise ConfigError(
+                "model.backbone.name", f"{name!r} is not a timm model name (see timm.list_models())."
+            )
         create_kwargs = dict(kwargs)
         if _is_vit_like(name):
             create_kwargs.setdefault("img_size", tuple(image_size))
@@ -36,11 +38,15 @@ class TimmBackbone(nn.Module):
             # Local weights only: nothing is downloaded at run time.
             if not Path(checkpoint).expanduser().is_file():
                 raise ConfigError("model.backbone.checkpoint", f"weights file {checkpoint} does not exist.")
-            create_kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(Path(checkpoint).expanduser())})
+            create_kwargs.update(
+                pretrained=True, pretrained_cfg_overlay={"file": str(Path(checkpoint).expanduser())}
+            )
         try:
             self.body = timm.create_model(name, features_only=True, **create_kwargs)
         except (TypeError, RuntimeError, ValueError) as e:
-            raise ConfigError("model.backbone", f"timm could not build {name!r} as a feature extractor: {e}") from None
+            raise ConfigError(
+                "model.backbone", f"timm could not build {name!r} as a feature extractor: {e}"
+            ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
 

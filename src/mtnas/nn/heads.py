@@ -9,7 +9,9 @@ from torch import Tensor, nn
 
 
 def conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class MultiScaleHead(nn.Module):
@@ -19,7 +21,9 @@ class MultiScaleHead(nn.Module):
     the head cheap: full-resolution work is one bilinear resize of `out_channels` maps.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, hidden: int = 64, refine_layers: int = 1):
+    def __init__(
+        self, in_channels: Sequence[int], out_channels: int, hidden: int = 64, refine_layers: int = 1
+    ):
         super().__init__()
         self.lateral = nn.ModuleList(conv_bn_relu(c, hidden, 1) for c in in_channels)
         self.refine = nn.Sequential(*[conv_bn_relu(hidden, hidden, 3) for _ in range(refine_layers)])

@@ -18,9 +18,18 @@ from mtnas.tasks import Task
 
 _ARROW = {"max": "↑", "min": "↓"}
 _SHORT = {
-    "miou": "mIoU", "pixel_acc": "pixel acc", "abs_err": "abs err", "rel_err": "rel err", "rmse": "RMSE",
-    "delta1": "δ<1.25", "mean": "mean angle°", "median": "median angle°", "within_11_25": "% < 11.25°",
-    "within_22_5": "% < 22.5°", "within_30": "% < 30°", "odsf": "odsF",
+    "miou": "mIoU",
+    "pixel_acc": "pixel acc",
+    "abs_err": "abs err",
+    "rel_err": "rel err",
+    "rmse": "RMSE",
+    "delta1": "δ<1.25",
+    "mean": "mean angle°",
+    "median": "median angle°",
+    "within_11_25": "% < 11.25°",
+    "within_22_5": "% < 22.5°",
+    "within_30": "% < 30°",
+    "odsf": "odsF",
 }
 HEADER = ["task", "metric", "single-task", "multi-task", "change (%)"]
 
@@ -79,7 +88,10 @@ def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> s
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(row) + " |" for row in _formatted(rows)]
     mtl = results["models"]["multitask"]
-    lines += ["", f"Δm per task: {mtl['delta_m_per_task']:+.2f} %, per metric: {mtl['delta_m_per_metric']:+.2f} %."]
+    lines += [
+        "",
+        f"Δm per task: {mtl['delta_m_per_task']:+.2f} %, per metric: {mtl['delta_m_per_metric']:+.2f} %.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -28,15 +28,15 @@ def build_task(name: str, spec: Mapping[str, Any]) -> Task:
     try:
         return TASK_TYPES[type_](name, **params)
     except TypeError as e:
-        raise ConfigError(f"data.available_tasks.{name}", f"bad parameters for a {type_} task: {e}.") from None
+        raise ConfigError(
+            f"data.available_tasks.{name}", f"bad parameters for a {type_} task: {e}."
+        ) from None
 
 
 def build_tasks(selected: list[str], available: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
     unknown = [t for t in selected if t not in available]
     if unknown:
-        raise ConfigError(
-            "tasks", f"unknown task(s) {unknown}; this dataset provides {sorted(available)}."
-        )
+        raise ConfigError("tasks", f"unknown task(s) {unknown}; this dataset provides {sorted(available)}.")
     return {name: build_task(name, available[name]) for name in selected}
 
 

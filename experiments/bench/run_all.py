@@ -1,0 +1,39 @@
+"""`make bench`: every benchmark, printed as one table of ratios (absolute times are for context only)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_cli  # noqa: E402
+import bench_train_step  # noqa: E402
+
+
+def main() -> None:
+    import torch
+
+    device = (
+        "cuda: " + torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"# mtnas benchmarks — {date.today()} — {platform.machine()} {device} — torch {torch.__version__}\n"
+    )
+    for title, module in (
+        ("CLI start-up", bench_cli),
+        ("training step (CPU, 96×128, batch 16)", bench_train_step),
+    ):
+        print(f"## {title}\n")
+        print("| measurement | median time | ratio |\n|---|---|---|")
+        for name, t, ratio in module.main():
+            print(f"| {name} | {t * 1000:.0f} ms | {ratio} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
