@@ -83,14 +83,15 @@ def test_end_to_end_then_resume(tmp_path, cache_dir):
 
 
 def test_multirun_gives_each_job_its_own_folder_and_wandb_runs_offline(tmp_path, cache_dir):
-    args = ["-m", *TINY, "logger=wandb", "tasks=[depth]", "stage=baselines", "seed=0,1", "paths.log_root=out"]
+    args = ["-m", *TINY, "logger=wandb", "tasks=[edge]", "stage=baselines", "seed=0,1", "paths.log_root=out"]
     res = run_cli(args, tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "out" / "default" / "multirun").glob("*/*") if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1"]
     seeds = []
     for job in jobs:
-        assert (job / "baselines" / "depth" / "fit.json").is_file()
+        fit = json.loads((job / "baselines" / "edge" / "fit.json").read_text())
+        assert 0.0 <= fit["val"]["edge"]["odsf"] <= 1.0
         assert list((job / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
         seeds.append((job / ".hydra" / "overrides.yaml").read_text())
     assert "seed=0" in seeds[0] and "seed=1" in seeds[1]
