@@ -15,6 +15,7 @@ back from files another rank may not have finished writing.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,11 @@ class Pipeline:
             atomic_write_text(self.out / "report.md", results_markdown(results, self.task_objs))
             print_results(results, self.task_objs)
             self._log_results_to_wandb(results)
+            self._announce(f"Run folder: {self.out} (results.json, report.md)")
+            if self.cfg.logger.name == "wandb" and self.cfg.logger.offline:
+                self._announce(
+                    f"wandb runs are offline; upload with: wandb sync {self.out / 'wandb'}/offline-run-*"
+                )
         return mtl["delta_m"]
 
     def test(self, unit: Unit) -> dict[str, Any]:
@@ -237,6 +243,9 @@ class Pipeline:
             return CSVLogger(save_dir=str(unit.dir), name="", version="csv")
         from pytorch_lightning.loggers import WandbLogger
 
+        # wandb's per-run banners and summaries would interleave with the progress bars; the run folder
+        # and the sync command are printed once, with the results.
+        os.environ.setdefault("WANDB_SILENT", "true")
         return WandbLogger(
             save_dir=str(self.out),
             project=self.cfg.logger.project,

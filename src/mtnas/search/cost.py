@@ -23,3 +23,37 @@ def count_flops(module: nn.Module, image_size: tuple[int, int], batch_size: int 
         module(x)
     module.train(was_training)
     return int(counter.get_total_flops())
+
+
+def vit_arch_params(
+    arch,
+    tasks: list[str],
+    out_channels: dict[str, int],
+    grid: tuple[int, int],
+    patch_size: int,
+    head_dim: int,
+    num_levels: int = 3,
+    in_chans: int = 3,
+) -> int:
+    """Parameters of a ViT supernet subnet, analytically (no module is built): equal to
+    `count_params(supernet.extract(arch))`, tested."""
+    from mtnas.supernet.vit import mlp_hidden, routes
+
+    d = arch.embed_dim
+    n = in_chans * patch_size * patch_size * d + d + d + (1 + grid[0] * grid[1]) * d  # patch conv, cls, pos
+    distinct = {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}
+    for i, _ in distinct:
+        inner, hidden = arch.num_heads[i] * head_dim, mlp_hidden(d, arch.mlp_ratio[i])
+        n += (
+            2 * d
+            + (d * 3 * inner + 3 * inner)
+            + (inner * d + d)
+            + 2 * d
+            + (d * hidden + hidden)
+            + (hidden * d + d)
+        )
+    n += 2 * d  # final norm
+    for t in tasks:
+        h, c = arch.heads[t], out_channels[t]
+        n += num_levels * (d * h + h) + 2 * h + (9 * h * h + h) + 2 * h + (h * c + c)
+    return n

@@ -1,0 +1,249 @@
+"""The AutoTaskFormer-style ViT search space and its genotype.
+
+An arch fixes the embedding width, the depth, per-layer heads and MLP ratio (AutoFormer), and per layer
+which tasks use a task-specific copy of the block's weights instead of the shared one. Per task, a dense
+head width is chosen from a small head space (MTNAS branch search).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mtnas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ViTArch:
+    """A complete description of one subnet; frozen and hashable (a dict key in search)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: tuple[int, ...]  # per layer, len == depth
+    mlp_ratio: tuple[float, ...]  # per layer, len == depth
+    task_specific: tuple[frozenset[str], ...]  # per layer: tasks that use their own copy of the block
+    head_hidden: tuple[tuple[str, int], ...]  # per task: dense head width, sorted by task
+
+    def __post_init__(self):
+        for name in ("num_heads", "mlp_ratio", "task_specific"):
+            if len(getattr(self, name)) != self.depth:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for depth {self.depth}")
+
+    @property
+    def heads(self) -> dict[str, int]:
+        return dict(self.head_hidden)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-friendly form: a person can read and edit it."""
+        return {
+            "embed_dim": self.embed_dim,
+            "depth": self.depth,
+            "layers": [
+                {"num_heads": h, "mlp_ratio": r, "task_specific": sorted(ts)}
+                for h, r, ts in zip(self.num_heads, self.mlp_ratio, self.task_specific, strict=True)
+            ],
+            "head_hidden": dict(self.head_hidden),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ViTArch:
+        try:
+            layers = list(d["layers"])
+            return cls(
+                embed_dim=int(d["embed_dim"]),
+                depth=int(d.get("depth", len(layers))),
+                num_heads=tuple(int(layer["num_heads"]) for layer in layers),
+                mlp_ratio=tuple(float(layer["mlp_ratio"]) for layer in layers),
+                task_specific=tuple(frozenset(layer.get("task_specific", ())) for layer in layers),
+                head_hidden=tuple(sorted((str(t), int(h)) for t, h in d["head_hidden"].items())),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError("arch", f"not a valid ViT arch description ({e!r}).") from None
+
+
+@dataclass(frozen=True)
+class ViTSpace:
+    """Choices per dimension. `max_*` define the supernet; every arch is a sub-network of it."""
+
+    tasks: tuple[str, ...]
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+    head_hidden: tuple[int, ...] = (64,)
+    task_specific: bool = True  # may a layer hold task-specific copies at all?
+    specific_layers: tuple[int, ...] | None = None  # layers that may (None = every layer)
+    mutate_prob: float = 0.2  # per-layer choice mutation probability
+    mutate_depth_width_prob: float = 0.4
+
+    def __post_init__(self):
+        for key in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden"):
+            values = getattr(self, key)
+            if not values:
+                raise ConfigError(f"space.{key}", "needs at least one choice.")
+            object.__setattr__(self, key, tuple(sorted(values)))
+        head_dim, rem = divmod(max(self.embed_dims), max(self.num_heads))
+        if rem:
+            raise ConfigError(
+                "space.num_heads",
+                f"max embed dim {max(self.embed_dims)} must be divisible by max heads {max(self.num_heads)} "
+                "(the supernet's head dim is their ratio, as in timm's qkv layout).",
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], tasks: Sequence[str]) -> ViTSpace:
+        keys = (
+            "embed_dims",
+            "depths",
+            "num_heads",
+            "mlp_ratios",
+            "head_hidden",
+            "task_specific",
+            "specific_layers",
+            "mutate_prob",
+            "mutate_depth_width_prob",
+        )
+        kwargs = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
+        for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden", "specific_layers"):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(tasks=tuple(tasks), **kwargs)
+
+    # -- geometry of the supernet ----------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return max(self.embed_dims) // max(self.num_heads)
+
+    def can_specialise(self, layer: int) -> bool:
+        return self.task_specific and (self.specific_layers is None or layer in self.specific_layers)
+
+    # -- canonical archs -------------------------------------------------------------------------
+    def _arch(self, dim, depth, heads, ratios, specific, hidden) -> ViTArch:
+        return ViTArch(
+            dim,
+            depth,
+            tuple(heads),
+            tuple(float(r) for r in ratios),
+            tuple(frozenset(s) for s in specific),
+            tuple(sorted(hidden.items())),
+        )
+
+    def largest(self, task_specific: bool = False) -> ViTArch:
+        d = max(self.depths)
+        specific = [set(self.tasks) if task_specific and self.can_specialise(i) else set() for i in range(d)]
+        return self._arch(
+            max(self.embed_dims),
+            d,
+            [max(self.num_heads)] * d,
+            [max(self.mlp_ratios)] * d,
+            specific,
+            {t: max(self.head_hidden) for t in self.tasks},
+        )
+
+    def smallest(self) -> ViTArch:
+        d = min(self.depths)
+        return self._arch(
+            min(self.embed_dims),
+            d,
+            [min(self.num_heads)] * d,
+            [min(self.mlp_ratios)] * d,
+            [set()] * d,
+            {t: min(self.head_hidden) for t in self.tasks},
+        )
+
+    def _layer_specific(self, rng: random.Random, layer: int) -> set[str]:
+        if not self.can_specialise(layer):
+            return set()
+        return {t for t in self.tasks if rng.random() < 0.5}
+
+    def sample(self, rng: random.Random) -> ViTArch:
+        d = rng.choice(self.depths)
+        return self._arch(
+            rng.choice(self.embed_dims),
+            d,
+            [rng.choice(self.num_heads) for _ in range(d)],
+            [rng.choice(self.mlp_ratios) for _ in range(d)],
+            [self._layer_specific(rng, i) for i in range(d)],
+            {t: rng.choice(self.head_hidden) for t in self.tasks},
+        )
+
+    def contains(self, arch: ViTArch) -> bool:
+        return (
+            arch.embed_dim in self.embed_dims
+            and arch.depth in self.depths
+            and all(h in self.num_heads for h in arch.num_heads)
+            and all(r in self.mlp_ratios for r in arch.mlp_ratio)
+            and all(
+                ts <= set(self.tasks) and (not ts or self.can_specialise(i))
+                for i, ts in enumerate(arch.task_specific)
+            )
+            and set(arch.heads) == set(self.tasks)
+            and all(h in self.head_hidden for h in arch.heads.values())
+        )
+
+    # -- evolution operators (AutoFormer) -----------------------------------------------------------
+    def mutate(self, arch: ViTArch, rng: random.Random) -> ViTArch:
+        dim, depth = arch.embed_dim, arch.depth
+        heads, ratios, specific = (
+            list(arch.num_heads),
+            list(arch.mlp_ratio),
+            [set(s) for s in arch.task_specific],
+        )
+        if rng.random() < self.mutate_depth_width_prob:
+            depth = rng.choice(self.depths)
+        if rng.random() < self.mutate_depth_width_prob:
+            dim = rng.choice(self.embed_dims)
+        while len(heads) < depth:  # new layers get random choices
+            i = len(heads)
+            heads.append(rng.choice(self.num_heads))
+            ratios.append(rng.choice(self.mlp_ratios))
+            specific.append(self._layer_specific(rng, i))
+        heads, ratios, specific = heads[:depth], ratios[:depth], specific[:depth]
+        for i in range(depth):
+            if rng.random() < self.mutate_prob:
+                heads[i] = rng.choice(self.num_heads)
+            if rng.random() < self.mutate_prob:
+                ratios[i] = rng.choice(self.mlp_ratios)
+            if rng.random() < self.mutate_prob:
+                specific[i] = self._layer_specific(rng, i)
+        hidden = {
+            t: (rng.choice(self.head_hidden) if rng.random() < self.mutate_prob else h)
+            for t, h in arch.heads.items()
+        }
+        return self._arch(dim, depth, heads, ratios, specific, hidden)
+
+    def crossover(self, a: ViTArch, b: ViTArch, rng: random.Random) -> ViTArch:
+        """Uniform crossover per gene; layers beyond the shorter parent come from the deeper one."""
+        depth = rng.choice((a.depth, b.depth))
+        longer = a if a.depth >= b.depth else b
+
+        def pick(i: int, name: str):
+            options = [p for p in (a, b) if i < p.depth] or [longer]
+            return getattr(rng.choice(options), name)[i]
+
+        return self._arch(
+            rng.choice((a.embed_dim, b.embed_dim)),
+            depth,
+            [pick(i, "num_heads") for i in range(depth)],
+            [pick(i, "mlp_ratio") for i in range(depth)],
+            [pick(i, "task_specific") for i in range(depth)],
+            {t: rng.choice((a.heads[t], b.heads[t])) for t in self.tasks},
+        )
+
+    def encode(self, arch: ViTArch) -> list[float]:
+        """Fixed-length vector for predictors: dims, then per layer (heads, ratio, present, per-task flag)."""
+        vec = [arch.embed_dim / max(self.embed_dims), arch.depth / max(self.depths)]
+        for i in range(max(self.depths)):
+            if i < arch.depth:
+                vec += [
+                    arch.num_heads[i] / max(self.num_heads),
+                    arch.mlp_ratio[i] / max(self.mlp_ratios),
+                    1.0,
+                ]
+                vec += [float(t in arch.task_specific[i]) for t in self.tasks]
+            else:
+                vec += [0.0, 0.0, 0.0] + [0.0] * len(self.tasks)
+        vec += [arch.heads[t] / max(self.head_hidden) for t in self.tasks]
+        return vec

@@ -1,0 +1,221 @@
+"""AutoTaskFormer-style multi-task ViT supernet.
+
+Per layer, each task runs either the shared block or its own task-specific copy. Tasks whose choices
+agree on every layer so far are on the same *path* and share activations: each distinct (layer, path)
+block runs once per forward, so a subnet with no task-specific layers costs one encoder pass, not T.
+The extracted static model keeps exactly that tree of blocks (one block per distinct path node) and runs
+the same routing code, which is what makes `extract(arch)(x) == supernet(x, arch)` hold exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mtnas.nn.elastic import ElasticBlock, ElasticDenseHead, ElasticLayerNorm, ElasticPatchEmbed
+from mtnas.space.vit import ViTArch, ViTSpace
+
+SHARED = "s"
+
+
+def feature_layers(depth: int, num_levels: int = 3) -> list[int]:
+    """Block indices whose outputs feed the dense heads: evenly spaced, ending at the last block."""
+    return [max(0, depth * (k + 1) // num_levels - 1) for k in range(num_levels)]
+
+
+def mlp_hidden(dim: int, ratio: float) -> int:
+    return int(dim * ratio)
+
+
+def routes(arch: ViTArch, tasks: list[str]) -> dict[str, list[str]]:
+    """Per task, the id of its path node after each layer; equal ids = shared activations."""
+    out = {}
+    for t in tasks:
+        key, keys = "", []
+        for i in range(arch.depth):
+            choice = t if t in arch.task_specific[i] else SHARED
+            key = f"{key}-{choice}" if key else f"L0-{choice}"
+            keys.append(key)
+        out[t] = keys
+    return out
+
+
+def run_paths(
+    x: Tensor,
+    task_routes: Mapping[str, list[str]],
+    block_fn: Callable[[int, str, str], Callable[[Tensor], Tensor]],
+    out_layers: list[int],
+    norm_fn: Callable[[Tensor], Tensor],
+) -> dict[str, list[Tensor]]:
+    """Run every distinct path once; return per task the normed token features at `out_layers`."""
+    acts: dict[str, Tensor] = {"": x}
+    normed: dict[str, Tensor] = {}
+    feats: dict[str, list[Tensor]] = {t: [] for t in task_routes}
+    depth = len(next(iter(task_routes.values())))
+    for i in range(depth):
+        new: dict[str, Tensor] = {}
+        for t, r in task_routes.items():
+            if r[i] not in new:
+                new[r[i]] = block_fn(i, r[i], t)(acts[r[i - 1] if i else ""])
+        acts = new
+        if i in out_layers:
+            for t, r in task_routes.items():
+                if r[i] not in normed:
+                    normed[r[i]] = norm_fn(acts[r[i]])
+                feats[t].append(normed[r[i]])
+    return feats
+
+
+def tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    b, _, d = tokens.shape
+    return tokens[:, 1:].transpose(1, 2).reshape(b, d, *grid)
+
+
+class ViTSupernet(nn.Module):
+    def __init__(
+        self,
+        space: ViTSpace,
+        out_channels: Mapping[str, int],
+        img_size: tuple[int, int],
+        patch_size: int = 16,
+        num_levels: int = 3,
+    ):
+        super().__init__()
+        self.space = space
+        self.tasks = list(space.tasks)
+        self.num_levels = num_levels
+        dim, heads, depth = max(space.embed_dims), max(space.num_heads), max(space.depths)
+        if min(space.depths) < num_levels:
+            raise ValueError(f"depth choices must be ≥ {num_levels} (one block per head feature level)")
+        hidden = mlp_hidden(dim, max(space.mlp_ratios))
+        self.embed = ElasticPatchEmbed(dim, img_size, patch_size)
+        self.blocks = nn.ModuleList(ElasticBlock(dim, heads, space.head_dim, hidden) for _ in range(depth))
+        self.task_blocks = nn.ModuleDict(
+            {
+                t: nn.ModuleDict(
+                    {str(i): copy.deepcopy(self.blocks[i]) for i in range(depth) if space.can_specialise(i)}
+                )
+                for t in self.tasks
+            }
+        )
+        self.norm = ElasticLayerNorm(dim, eps=1e-6)
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.ModuleDict(
+                    {str(h): ElasticDenseHead(dim, num_levels, h, out_channels[t]) for h in space.head_hidden}
+                )
+                for t in self.tasks
+            }
+        )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.embed.grid
+
+    def _block_fn(self, arch: ViTArch):
+        def block(i: int, key: str, task: str):
+            module = self.blocks[i] if key.endswith(f"-{SHARED}") else self.task_blocks[task][str(i)]
+            dim, heads, hidden = (
+                arch.embed_dim,
+                arch.num_heads[i],
+                mlp_hidden(arch.embed_dim, arch.mlp_ratio[i]),
+            )
+            return lambda x: module(x, dim, heads, hidden)
+
+        return block
+
+    def forward_features(self, images: Tensor, arch: ViTArch) -> dict[str, list[Tensor]]:
+        """Per task, NCHW feature maps (final norm applied) of the head's input layers."""
+        x = self.embed(images, arch.embed_dim)
+        feats = run_paths(
+            x,
+            routes(arch, self.tasks),
+            self._block_fn(arch),
+            feature_layers(arch.depth, self.num_levels),
+            lambda t: self.norm(t, arch.embed_dim),
+        )
+        return {t: [tokens_to_map(f, self.grid) for f in fs] for t, fs in feats.items()}
+
+    def forward(self, images: Tensor, arch: ViTArch) -> dict[str, Tensor]:
+        size = images.shape[-2:]
+        feats = self.forward_features(images, arch)
+        return {t: self.heads[t][str(arch.heads[t])](feats[t], size, arch.embed_dim) for t in self.tasks}
+
+    @torch.no_grad()
+    def extract(self, arch: ViTArch) -> StaticMultiTaskViT:
+        """A plain module with copies of exactly the weights `arch` uses."""
+        if not self.space.contains(arch):
+            raise ValueError(f"arch is not in this supernet's space: {arch}")
+        task_routes = routes(arch, self.tasks)
+        blocks = nn.ModuleDict()
+        for t, r in task_routes.items():
+            for i, key in enumerate(r):
+                if key not in blocks:
+                    src = self.blocks[i] if key.endswith(f"-{SHARED}") else self.task_blocks[t][str(i)]
+                    blocks[key] = src.extract(
+                        arch.embed_dim, arch.num_heads[i], mlp_hidden(arch.embed_dim, arch.mlp_ratio[i])
+                    )
+        heads = nn.ModuleDict(
+            {t: self.heads[t][str(arch.heads[t])].extract(arch.embed_dim) for t in self.tasks}
+        )
+        return StaticMultiTaskViT(
+            self.embed.extract(arch.embed_dim),
+            blocks,
+            task_routes,
+            self.norm.extract(arch.embed_dim),
+            heads,
+            feature_layers(arch.depth, self.num_levels),
+            self.grid,
+        )
+
+    @torch.no_grad()
+    def load_timm_vit(self, vit: nn.Module, init_task_blocks: bool = True) -> None:
+        """Load a timm `VisionTransformer` of the largest arch's size into the shared weights (and, by
+        default, into every task-specific copy too, so they start from the same point)."""
+        if len(vit.blocks) != len(self.blocks) or vit.embed_dim != self.embed.max_dim:
+            raise ValueError(
+                f"timm ViT has depth {len(vit.blocks)} / width {vit.embed_dim}; the supernet's largest arch "
+                f"is depth {len(self.blocks)} / width {self.embed.max_dim}"
+            )
+        self.embed.proj.load_state_dict(vit.patch_embed.proj.state_dict())
+        self.embed.cls_token.copy_(vit.cls_token)
+        self.embed.pos_embed.copy_(vit.pos_embed)
+        for mine, theirs in zip(self.blocks, vit.blocks, strict=True):
+            mine.norm1.load_state_dict(theirs.norm1.state_dict())
+            mine.qkv.load_state_dict(theirs.attn.qkv.state_dict())
+            mine.proj.load_state_dict(theirs.attn.proj.state_dict())
+            mine.norm2.load_state_dict(theirs.norm2.state_dict())
+            mine.fc1.load_state_dict(theirs.mlp.fc1.state_dict())
+            mine.fc2.load_state_dict(theirs.mlp.fc2.state_dict())
+        self.norm.load_state_dict(vit.norm.state_dict())
+        if init_task_blocks:
+            for per_task in self.task_blocks.values():
+                for i, block in per_task.items():
+                    block.load_state_dict(self.blocks[int(i)].state_dict())
+
+
+class StaticMultiTaskViT(nn.Module):
+    """An extracted subnet: `forward(images) -> dict[task, Tensor]`, no arch argument."""
+
+    def __init__(
+        self, embed, blocks: nn.ModuleDict, task_routes, norm, heads: nn.ModuleDict, out_layers, grid
+    ):
+        super().__init__()
+        self.embed, self.blocks, self.norm, self.heads = embed, blocks, norm, heads
+        self.task_routes = {t: list(r) for t, r in task_routes.items()}
+        self.out_layers = list(out_layers)
+        self.grid = tuple(grid)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        feats = run_paths(
+            self.embed(images),
+            self.task_routes,
+            lambda i, key, t: self.blocks[key],
+            self.out_layers,
+            self.norm,
+        )
+        size = images.shape[-2:]
+        return {t: self.heads[t]([tokens_to_map(f, self.grid) for f in fs], size) for t, fs in feats.items()}

@@ -1,0 +1,165 @@
+"""ViT search space + supernet: ops stay in the space, extraction is exact, timm weights load, cost is exact."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import timm
+import torch
+import yaml
+
+from mtnas.search.cost import count_params, vit_arch_params
+from mtnas.space import ViTArch, ViTSpace
+from mtnas.supernet import ViTSupernet
+from mtnas.supernet.vit import feature_layers
+
+TASKS = ("semseg", "depth")
+OUT = {"semseg": 5, "depth": 1}
+IMG = (32, 48)
+
+
+def tiny_space(**kw) -> ViTSpace:
+    return ViTSpace(
+        tasks=TASKS,
+        embed_dims=(24, 32),
+        depths=(3, 4),
+        num_heads=(2, 4),
+        mlp_ratios=(1.0, 2.0),
+        head_hidden=(8, 16),
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    torch.manual_seed(0)
+    net = ViTSupernet(tiny_space(), OUT, IMG, patch_size=8).eval()
+    # Task-specific copies start equal to the shared blocks; perturb them so a wrong route is detected.
+    with torch.no_grad():
+        for per_task in net.task_blocks.values():
+            for block in per_task.values():
+                for p in block.parameters():
+                    p.add_(torch.randn_like(p) * 0.1)
+    return net
+
+
+def test_space_ops_stay_in_space_and_are_seeded():
+    space = tiny_space()
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(30)]
+    for a, b in zip(archs, archs[1:], strict=False):
+        assert space.contains(a)
+        assert space.contains(space.mutate(a, rng))
+        assert space.contains(space.crossover(a, b, rng))
+        assert len(space.encode(a)) == len(space.encode(b))
+    assert space.contains(space.largest()) and space.contains(space.smallest())
+    assert space.contains(space.largest(task_specific=True))
+    again = [space.sample(random.Random(0)) for _ in range(1)]
+    assert again[0] == archs[0]
+    assert len(set(archs)) > 20  # hashable and diverse
+
+
+def test_specific_layers_restrict_task_copies():
+    space = tiny_space(specific_layers=(2, 3))
+    rng = random.Random(1)
+    for _ in range(20):
+        a = space.sample(rng)
+        assert not a.task_specific[0] and not a.task_specific[1]
+    bad = ViTArch.from_dict(
+        {
+            **space.largest().to_dict(),
+            "layers": [{"num_heads": 4, "mlp_ratio": 2.0, "task_specific": ["depth"]}] * 4,
+        }
+    )
+    assert not space.contains(bad)
+
+
+def test_arch_yaml_round_trip():
+    arch = tiny_space().sample(random.Random(3))
+    text = yaml.safe_dump(arch.to_dict(), sort_keys=False)
+    assert ViTArch.from_dict(yaml.safe_load(text)) == arch
+    assert "task_specific" in text and "embed_dim" in text  # readable, editable
+
+
+def test_extracted_subnet_equals_supernet_for_random_archs(supernet):
+    space = supernet.space
+    rng = random.Random(0)
+    x = torch.randn(2, 3, *IMG)
+    archs = [space.largest(), space.smallest(), space.largest(task_specific=True)] + [
+        space.sample(rng) for _ in range(8)
+    ]
+    for arch in archs:
+        with torch.no_grad():
+            ref = supernet(x, arch)
+            static = supernet.extract(arch).eval()
+            out = static(x)
+        for t in TASKS:
+            assert out[t].shape == (2, OUT[t], *IMG)
+            torch.testing.assert_close(out[t], ref[t], rtol=1e-5, atol=1e-5)
+        assert count_params(static) == vit_arch_params(
+            arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim
+        )
+
+
+def test_task_specific_choice_changes_the_output(supernet):
+    shared = supernet.space.largest()
+    specific = ViTArch.from_dict(
+        {
+            **shared.to_dict(),
+            "layers": [
+                {"num_heads": 4, "mlp_ratio": 2.0, "task_specific": ["depth"] if i == 3 else []}
+                for i in range(4)
+            ],
+        }
+    )
+    x = torch.randn(1, 3, *IMG)
+    with torch.no_grad():
+        a, b = supernet(x, shared), supernet(x, specific)
+    torch.testing.assert_close(a["semseg"], b["semseg"])  # semseg's path is unchanged
+    assert not torch.allclose(a["depth"], b["depth"])
+
+
+def test_tasks_on_one_path_run_each_block_once(supernet):
+    calls = []
+    hooks = [b.register_forward_hook(lambda m, i, o: calls.append(1)) for b in supernet.blocks]
+    try:
+        with torch.no_grad():
+            supernet(torch.randn(1, 3, *IMG), supernet.space.largest())
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(calls) == 4  # 4 layers, 2 tasks, one shared path
+
+
+def test_loads_timm_vit_and_reproduces_its_features():
+    space = ViTSpace(
+        tasks=TASKS, embed_dims=(32,), depths=(3,), num_heads=(4,), mlp_ratios=(2.0,), head_hidden=(8,)
+    )
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=IMG,
+        patch_size=8,
+        embed_dim=32,
+        depth=3,
+        num_heads=4,
+        mlp_ratio=2.0,
+        num_classes=0,
+    ).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # timm zero-inits some tensors; make every weight count
+    net = ViTSupernet(space, OUT, IMG, patch_size=8).eval()
+    net.load_timm_vit(vit)
+    x = torch.randn(2, 3, *IMG)
+    layers = feature_layers(3)
+    with torch.no_grad():
+        theirs = vit.forward_intermediates(
+            x, indices=layers, norm=True, output_fmt="NCHW", intermediates_only=True
+        )
+        mine = net.forward_features(x, space.largest())
+    for t in TASKS:
+        for a, b in zip(mine[t], theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
