@@ -1,0 +1,65 @@
+"""Resource budgets (min/max params and FLOPs) and the check that a space can meet one at all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from mtnas.errors import ConfigError
+
+COST_KEYS = ("params", "flops")
+
+
+@dataclass(frozen=True)
+class Budget:
+    params_min: float | None = None
+    params_max: float | None = None
+    flops_min: float | None = None
+    flops_max: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> Budget:
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {f"{k}_{b}" for k in COST_KEYS for b in ("min", "max")} - {"name"}
+        if unknown:
+            raise ConfigError(
+                f"budget.{sorted(unknown)[0]}", "unknown budget key; use params_min/max, flops_min/max."
+            )
+        return cls(**{k: (float(v) if v is not None else None) for k, v in cfg.items() if k != "name"})
+
+    def satisfied(self, cost: Mapping[str, float]) -> bool:
+        for key in COST_KEYS:
+            lo, hi = getattr(self, f"{key}_min"), getattr(self, f"{key}_max")
+            if (lo is not None and cost[key] < lo) or (hi is not None and cost[key] > hi):
+                return False
+        return True
+
+    def check_feasible(self, smallest: Mapping[str, float], largest: Mapping[str, float]) -> None:
+        """Cost grows monotonically from the smallest to the largest arch: a budget outside that range
+        can never be met, and is refused before any training."""
+        for key in COST_KEYS:
+            lo, hi = getattr(self, f"{key}_min"), getattr(self, f"{key}_max")
+            if hi is not None and smallest[key] > hi:
+                raise ConfigError(
+                    f"budget.{key}_max",
+                    f"{hi:.4g} is below the smallest arch of the space ({smallest[key]:.4g} {key}); no arch can meet it.",
+                )
+            if lo is not None and largest[key] < lo:
+                raise ConfigError(
+                    f"budget.{key}_min",
+                    f"{lo:.4g} is above the largest arch of the space ({largest[key]:.4g} {key}); no arch can meet it.",
+                )
+
+
+def sample_within(
+    sample: Callable[[], object],
+    cost: Callable[[object], Mapping[str, float]],
+    budget: Budget,
+    tries: int = 500,
+):
+    """Rejection sampling: an arch that meets the budget, or None after `tries` attempts."""
+    for _ in range(tries):
+        arch = sample()
+        if budget.satisfied(cost(arch)):
+            return arch
+    return None

@@ -1,0 +1,108 @@
+"""Search under a budget on a known fitness: stays in budget, is seeded, resumes without re-evaluating."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mtnas.errors import ConfigError
+from mtnas.search.budget import Budget
+from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
+from mtnas.search.population import PopulationLog, pareto_front
+from mtnas.space import ViTSpace
+
+SPACE = ViTSpace(
+    tasks=("a", "b"),
+    embed_dims=(16, 24, 32),
+    depths=(3, 4, 5),
+    num_heads=(2, 4),
+    mlp_ratios=(1.0, 2.0, 3.0),
+    head_hidden=(8, 16),
+)
+
+
+def cost(arch):
+    # A monotone stand-in for params: grows with every dimension of the arch.
+    p = arch.embed_dim * sum(
+        h * 8 + r * arch.embed_dim for h, r in zip(arch.num_heads, arch.mlp_ratio, strict=True)
+    )
+    p += sum(len(ts) for ts in arch.task_specific) * 500
+    return {"params": p, "flops": 2 * p}
+
+
+class Fitness:
+    """Δm that prefers wide, deep archs with task-specific last layers; counts evaluations."""
+
+    def __init__(self):
+        self.evaluated = []
+
+    def __call__(self, archs):
+        self.evaluated += [a.to_dict() for a in archs]
+        return [
+            {
+                "delta_m": a.embed_dim / 8 + a.depth + 2 * len(a.task_specific[-1]) + sum(a.mlp_ratio) / 10,
+                "metrics": {},
+            }
+            for a in archs
+        ]
+
+
+def run_evolution(tmp_path, budget, seed=0, gens=4, fitness=None):
+    fitness = fitness or Fitness()
+    log = PopulationLog(tmp_path / "population.jsonl")
+    s = EvolutionSearch(SPACE, cost, budget, fitness, log, random.Random(seed))
+    s.run(EvolutionConfig(population=12, top_k=4, mutations=6, crossovers=6, generations=gens))
+    return log, fitness
+
+
+def test_evolution_respects_budget_and_improves(tmp_path):
+    budget = Budget(params_max=cost(SPACE.largest())["params"] * 0.5)
+    log, fitness = run_evolution(tmp_path, budget)
+    recs = list(log.records.values())
+    assert all(budget.satisfied(r["cost"]) for r in recs)
+    best = max(r["delta_m"] for r in recs)
+    rand = RandomSearch(
+        SPACE, cost, budget, Fitness(), PopulationLog(tmp_path / "r.jsonl"), random.Random(0)
+    ).run(12)
+    assert best >= max(r["delta_m"] for r in rand)
+    assert len(fitness.evaluated) == len(
+        {str(sorted(d.items(), key=str)) for d in fitness.evaluated}
+    )  # never twice
+
+
+def test_same_seed_same_result(tmp_path):
+    a, _ = run_evolution(tmp_path / "a", Budget())
+    b, _ = run_evolution(tmp_path / "b", Budget())
+    assert list(a.records) == list(b.records)
+
+
+def test_resume_evaluates_no_candidate_twice(tmp_path):
+    full, _ = run_evolution(tmp_path / "full", Budget(), gens=4)
+    # Interrupted after 2 generations, then resumed with the same seed: the log is the cache.
+    part_dir = tmp_path / "part"
+    run_evolution(part_dir, Budget(), gens=2)
+    lines_before = (part_dir / "population.jsonl").read_text().count("\n")
+    resumed, fitness = run_evolution(part_dir, Budget(), gens=4)
+    assert set(resumed.records) == set(full.records)
+    assert len(fitness.evaluated) == len(full.records) - lines_before
+    assert (part_dir / "population.jsonl").read_text().count("\n") == len(full.records)
+
+
+def test_pareto_front_is_non_dominated():
+    recs = [
+        {"cost": {"params": p}, "delta_m": d} for p, d in [(1, 0.0), (2, 1.0), (3, 0.5), (4, 2.0), (5, 2.0)]
+    ]
+    front = pareto_front(recs)
+    assert [(r["cost"]["params"], r["delta_m"]) for r in front] == [(1, 0.0), (2, 1.0), (4, 2.0)]
+
+
+def test_infeasible_budget_is_a_config_error():
+    small, large = cost(SPACE.smallest()), cost(SPACE.largest())
+    with pytest.raises(ConfigError, match="budget.params_max"):
+        Budget(params_max=small["params"] - 1).check_feasible(small, large)
+    with pytest.raises(ConfigError, match="budget.flops_min"):
+        Budget(flops_min=large["flops"] + 1).check_feasible(small, large)
+    with pytest.raises(ConfigError, match="budget.latency"):
+        Budget.from_config({"latency": 3})
+    Budget(params_max=large["params"]).check_feasible(small, large)
