@@ -163,3 +163,19 @@ def test_loads_timm_vit_and_reproduces_its_features():
     for t in TASKS:
         for a, b in zip(mine[t], theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_from_arch_skeleton_takes_inherited_weights_and_flops_are_exact(supernet):
+    from mtnas.search.cost import count_flops, vit_arch_flops
+    from mtnas.supernet import StaticMultiTaskViT
+
+    space = supernet.space
+    rng = random.Random(5)
+    for arch in [space.largest(task_specific=True), *[space.sample(rng) for _ in range(4)]]:
+        skeleton = StaticMultiTaskViT.from_arch(arch, OUT, IMG, 8, space.head_dim).eval()
+        extracted = supernet.extract(arch).eval()
+        skeleton.load_state_dict(extracted.state_dict())  # strict: same structure, same names
+        x = torch.randn(1, 3, *IMG)
+        with torch.no_grad():
+            torch.testing.assert_close(skeleton(x)["depth"], extracted(x)["depth"])
+        assert count_flops(extracted, IMG) == vit_arch_flops(arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim)

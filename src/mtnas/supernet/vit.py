@@ -209,6 +209,31 @@ class StaticMultiTaskViT(nn.Module):
         self.out_layers = list(out_layers)
         self.grid = tuple(grid)
 
+    @classmethod
+    def from_arch(
+        cls,
+        arch: ViTArch,
+        out_channels: Mapping[str, int],
+        img_size: tuple[int, int],
+        patch_size: int,
+        head_dim: int,
+        num_levels: int = 3,
+    ) -> StaticMultiTaskViT:
+        """A freshly initialised subnet of this arch: the retrain-from-scratch model, and the skeleton
+        that inherited weights (`supernet.extract(arch).state_dict()`) load into."""
+        tasks = list(out_channels)
+        task_routes = routes(arch, tasks)
+        d = arch.embed_dim
+        blocks = nn.ModuleDict()
+        for r in task_routes.values():
+            for i, key in enumerate(r):
+                if key not in blocks:
+                    blocks[key] = ElasticBlock(d, arch.num_heads[i], head_dim, mlp_hidden(d, arch.mlp_ratio[i]))
+        embed = ElasticPatchEmbed(d, img_size, patch_size)
+        heads = nn.ModuleDict({t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t]) for t in tasks})
+        norm = ElasticLayerNorm(d, eps=1e-6)
+        return cls(embed, blocks, task_routes, norm, heads, feature_layers(arch.depth, num_levels), embed.grid)
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         feats = run_paths(
             self.embed(images),
