@@ -9,7 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtnas.errors import ConfigError, DataError
 
-STAGES = ("all", "baselines", "train", "evaluate")
+STAGES = ("all", "baselines", "train", "supernet", "search", "retrain", "evaluate")
+NAS_STAGES = ("supernet", "search", "retrain")
+SEARCHERS = ("evolution", "random")
+RETRAIN_INITS = ("inherited", "scratch")
 DATASETS = ("synthetic", "nyuv2")
 LOGGERS = ("wandb", "csv", "none")
 WEIGHTINGS = ("fixed", "uncertainty")
@@ -92,6 +95,11 @@ def validate(cfg: DictConfig) -> None:
     if source == "config":
         _validate_config_baselines(cfg, tasks)
 
+    if cfg.get("space") is not None:
+        _validate_nas(cfg, tasks)
+    elif cfg.stage in NAS_STAGES:
+        raise ConfigError("stage", f"stage={cfg.stage} needs a search space: add e.g. `space=vit_demo`.")
+
     import timm
 
     bb = OmegaConf.select(cfg, "model.backbone.name")
@@ -114,3 +122,29 @@ def _validate_config_baselines(cfg: DictConfig, tasks: list[str]) -> None:
                     f"with baselines.source=config every Δm metric needs a non-zero reference number "
                     f"(task {t} counts {list(task.delta_m_metrics)}); got {value!r}.",
                 )
+
+
+def _validate_nas(cfg: DictConfig, tasks: list[str]) -> None:
+    from mtnas.search.budget import Budget
+    from mtnas.space import ViTSpace
+
+    if cfg.stage == "train":
+        raise ConfigError(
+            "stage", "with a search space the multi-task model comes from stage=supernet/search/retrain."
+        )
+    if cfg.loss.weighting != "fixed":
+        raise ConfigError(
+            "loss.weighting", "the supernet trains with fixed task weights; use loss.weighting=fixed."
+        )
+    ViTSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True), tasks)
+    Budget.from_config(OmegaConf.to_container(cfg.budget, resolve=True) if cfg.get("budget") else None)
+    _choice(cfg, "search.name", SEARCHERS)
+    _choice(cfg, "retrain.init", RETRAIN_INITS)
+    _positive(cfg, "supernet.patch_size", int)
+    for key in ("supernet.max_epochs", "retrain.max_epochs", "search.val_batches"):
+        if OmegaConf.select(cfg, key) is not None:
+            _positive(cfg, key, int)
+    for key in ("arch", "supernet_ckpt"):
+        value = cfg.get(key)
+        if value is not None and not Path(str(value)).expanduser().is_file():
+            raise ConfigError(key, f"file {value} does not exist.")

@@ -2,8 +2,12 @@
 
     baselines/<task>/{best,last}.ckpt, fit.json   single-task models (reference for Δm)
     baselines/baselines.json                      reference metrics, and where they came from
-    train/{best,last}.ckpt, fit.json              the multi-task model
-    results.json, report.md                       test metrics, params, FLOPs, Δm
+    train/{best,last}.ckpt, fit.json              the multi-task model (static pipeline), or with a `space`:
+    supernet/last.ckpt, fit.json                  the weight-sharing supernet (sandwich rule)
+    search/population.jsonl, search/pareto.json   every evaluated subnet; the non-dominated ones
+    arch.yaml                                     the chosen subnet (readable, editable, retrainable)
+    retrain/{best,last}.ckpt, fit.json            the chosen subnet trained as a plain static model
+    results.json, report.md, pareto.png           test metrics, params, FLOPs, Δm, Pareto front
 
 Every training run is skipped when its `fit.json` exists and resumes from its `last.ckpt` when
 interrupted, so rerunning a command in the same folder (`hydra.run.dir=...`) continues where it stopped.
@@ -36,12 +40,14 @@ from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
-STAGE_PLAN = {
-    "all": ("baselines", "train", "evaluate"),
-    "baselines": ("baselines",),
-    "train": ("train",),
-    "evaluate": ("evaluate",),
-}
+STATIC_PLAN = ("baselines", "train", "evaluate")
+NAS_PLAN = ("baselines", "supernet", "search", "retrain", "evaluate")
+
+
+def stage_plan(stage: str, nas: bool) -> tuple[str, ...]:
+    if stage == "all":
+        return NAS_PLAN if nas else STATIC_PLAN
+    return (stage,)
 
 
 @dataclass(frozen=True)
@@ -67,29 +73,45 @@ class Pipeline:
             progress=rank_zero_only.rank == 0,
         )
         self.baseline_units = [Unit(f"baseline/{t}", self.out / "baselines" / t, (t,)) for t in self.tasks]
-        self.mtl_unit = Unit("multitask", self.out / "train", tuple(self.tasks))
+        self.nas = cfg.get("space") is not None
+        self.mtl_unit = Unit("multitask", self.out / ("retrain" if self.nas else "train"), tuple(self.tasks))
+        if self.nas:
+            from mtnas.nas import NAS
+
+            self.nas_stages = NAS(self)
 
     # -- stages ---------------------------------------------------------------------------------------
     def run(self) -> float | None:
         pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
         self.dm.prepare_data()
         self.dm.setup()  # reads every split's layout and first sample: bad data fails before training
-        plan = STAGE_PLAN[self.cfg.stage]
+        plan = stage_plan(self.cfg.stage, self.nas)
+        if self.nas:
+            self.nas_stages.check_budget()  # a budget no arch can meet fails before any training
         baselines = None
         if "baselines" in plan:
             baselines = self.baselines_stage()
         if "train" in plan:
-            self.fit(self.mtl_unit, (baselines or self.load_baselines(required=False) or {}).get("val"))
+            self.fit(self.mtl_unit, self._module(self.mtl_unit, self._baselines_val(baselines)))
+        if "supernet" in plan:
+            self.nas_stages.train_supernet(self._baselines_val(baselines))
+        if "search" in plan:
+            self.nas_stages.search(baselines or self.load_baselines(required=True))
+        if "retrain" in plan:
+            self.nas_stages.retrain(self._baselines_val(baselines))
         if "evaluate" in plan:
             return self.evaluate_stage()
         return None
+
+    def _baselines_val(self, baselines: dict | None) -> dict | None:
+        return (baselines or self.load_baselines(required=False) or {}).get("val")
 
     def baselines_stage(self) -> dict[str, Any]:
         if self.cfg.baselines.source == "config":
             metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
             ref = {"source": "config", "val": metrics, "test": metrics}
         else:
-            fits = {u.tasks[0]: self.fit(u, None) for u in self.baseline_units}
+            fits = {u.tasks[0]: self.fit(u, self._module(u, None)) for u in self.baseline_units}
             ref = {"source": "run", "val": {t: f["val"][t] for t, f in fits.items()}}
         self._write_json(self.out / "baselines" / "baselines.json", ref)
         return ref
@@ -108,24 +130,26 @@ class Pipeline:
             )
         return None
 
-    def fit(self, unit: Unit, baselines_val: dict | None) -> dict[str, Any]:
+    def fit(self, unit: Unit, module: pl.LightningModule, max_epochs: int | None = None) -> dict[str, Any]:
+        """Train `module` into `unit.dir` (skipped when done, resumed from last.ckpt when interrupted).
+        Modules with a `monitor` also keep best.ckpt; the others (the supernet) keep last.ckpt only."""
         done = unit.dir / "fit.json"
         if done.exists():
             log.info("%s: already trained (%s), skipping", unit.name, done)
             return read_json(done)
-        module = self._module(unit, baselines_val)
-        monitor, mode = module.monitor
+        monitor, mode = getattr(module, "monitor", (None, "min"))
         ckpt = ModelCheckpoint(
             dirpath=unit.dir,
             filename="best",
             monitor=monitor,
             mode=mode,
             save_last=True,
+            save_top_k=1 if monitor else 0,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
         logger = self._logger(unit)
-        trainer = self._trainer(unit, [ckpt], logger)
+        trainer = self._trainer(unit, [ckpt], logger, max_epochs)
         last = unit.dir / "last.ckpt"
         self._announce(f"[bold]{unit.name}[/]: training on {list(unit.tasks)} → {unit.dir}")
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
@@ -134,7 +158,7 @@ class Pipeline:
         info = {
             "unit": unit.name,
             "tasks": list(unit.tasks),
-            "val": nested_metrics(val[0], "val"),
+            "val": nested_metrics(val[0], "val") or {k: float(v) for k, v in val[0].items()},
             "best_ckpt": Path(best).name,
             "monitor": monitor,
             "epochs": trainer.current_epoch,
@@ -160,6 +184,7 @@ class Pipeline:
         mtl["delta_m_per_metric"] = delta_m(mtl["test"], ref_test, dirs, "per_metric")
         mtl["delta_m"] = mtl[f"delta_m_{conv}"]
         results = {
+            **({"search": self.nas_stages.summary()} if self.nas else {}),
             "experiment": self.cfg.experiment_name,
             "dataset": self.cfg.data.name,
             "tasks": self.tasks,
@@ -174,6 +199,8 @@ class Pipeline:
             from mtnas.report.tables import print_results, results_markdown
 
             atomic_write_text(self.out / "report.md", results_markdown(results, self.task_objs))
+            if self.nas:
+                self.nas_stages.plot_pareto(results)
             print_results(results, self.task_objs)
             self._log_results_to_wandb(results)
             self._announce(f"Run folder: {self.out} (results.json, report.md)")
@@ -204,11 +231,19 @@ class Pipeline:
         }
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _module(self, unit: Unit, baselines_val: dict | None) -> MultiTaskLitModule:
+    def _module(
+        self, unit: Unit, baselines_val: dict | None, model: dict | None = None
+    ) -> MultiTaskLitModule:
+        if model is None:
+            model = (
+                self.nas_stages.baseline_model()
+                if self.nas
+                else OmegaConf.to_container(self.cfg.model, resolve=True)
+            )
         return MultiTaskLitModule(
             tasks=list(unit.tasks),
             available_tasks=self.available,
-            model=OmegaConf.to_container(self.cfg.model, resolve=True),
+            model=model,
             optim=OmegaConf.to_container(self.cfg.optim, resolve=True),
             loss=OmegaConf.to_container(self.cfg.loss, resolve=True),
             image_size=self.dm.image_size,
@@ -216,8 +251,10 @@ class Pipeline:
             delta_m_convention=self.cfg.delta_m.convention,
         )
 
-    def _trainer(self, unit: Unit, callbacks: list, logger) -> pl.Trainer:
+    def _trainer(self, unit: Unit, callbacks: list, logger, max_epochs: int | None = None) -> pl.Trainer:
         kwargs = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        if max_epochs is not None:
+            kwargs["max_epochs"] = int(max_epochs)
         progress = bool(kwargs.pop("enable_progress_bar", True))
         callbacks = list(callbacks)
         if progress:

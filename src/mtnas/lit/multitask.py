@@ -36,9 +36,7 @@ class MultiTaskLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tasks = build_tasks(list(tasks), available_tasks)
-        self.model = build_multitask_net(
-            model, {t: task.out_channels for t, task in self.tasks.items()}, image_size
-        )
+        self.model = build_model(model, {t: task.out_channels for t, task in self.tasks.items()}, image_size)
         self.weighting = loss.get("weighting", "fixed")
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
@@ -69,13 +67,10 @@ class MultiTaskLitModule(pl.LightningModule):
         return self.model(images)
 
     def _losses(self, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.weighting != "uncertainty":
+            return weighted_loss(self.tasks, self.loss_weights, preds, batch)
         per_task = {t: task.loss(preds[t], batch[t]) for t, task in self.tasks.items()}
-        if self.weighting == "uncertainty":
-            total = sum(
-                torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True)
-            )
-        else:
-            total = sum(self.loss_weights[t] * per_task[t] for t in self.tasks)
+        total = sum(torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True))
         return total, per_task
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -139,6 +134,28 @@ def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> fl
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_model(model_cfg: Mapping[str, Any], out_channels: Mapping[str, int], image_size) -> nn.Module:
+    """A timm backbone + heads (`model.backbone`), or a searched ViT subnet (`model.arch`, from the search stage)."""
+    if model_cfg.get("arch") is not None:
+        from mtnas.space import ViTArch
+        from mtnas.supernet import StaticMultiTaskViT
+
+        return StaticMultiTaskViT.from_arch(
+            ViTArch.from_dict(model_cfg["arch"]),
+            out_channels,
+            tuple(image_size),
+            int(model_cfg["patch_size"]),
+            int(model_cfg["head_dim"]),
+            int(model_cfg.get("num_levels", 3)),
+        )
+    return build_multitask_net(model_cfg, out_channels, image_size)
+
+
+def weighted_loss(tasks, weights: Mapping[str, float], preds, batch) -> tuple[Tensor, dict[str, Tensor]]:
+    per_task = {t: task.loss(preds[t], batch[t]) for t, task in tasks.items()}
+    return sum(weights[t] * per_task[t] for t in tasks), per_task
 
 
 def nested_metrics(flat: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:

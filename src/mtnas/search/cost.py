@@ -59,8 +59,16 @@ def vit_arch_params(
     return n
 
 
-def vit_arch_flops(arch, tasks: list[str], out_channels: dict[str, int], grid: tuple[int, int], patch_size: int,
-                   head_dim: int, num_levels: int = 3, in_chans: int = 3) -> int:
+def vit_arch_flops(
+    arch,
+    tasks: list[str],
+    out_channels: dict[str, int],
+    grid: tuple[int, int],
+    patch_size: int,
+    head_dim: int,
+    num_levels: int = 3,
+    in_chans: int = 3,
+) -> int:
     """FLOPs (2 per multiply-add) of one image through a ViT subnet, analytically; counts what torch's
     flop counter counts (matmuls, convolutions, attention), tested equal to `count_flops(extract(arch))`."""
     from mtnas.supernet.vit import mlp_hidden, routes

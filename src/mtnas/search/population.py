@@ -19,8 +19,11 @@ def arch_key(arch_dict: Mapping[str, Any]) -> str:
 
 
 class PopulationLog:
-    def __init__(self, path: str | os.PathLike):
+    """`writable=False` (non-zero DDP ranks) keeps the records in memory without touching the file."""
+
+    def __init__(self, path: str | os.PathLike, writable: bool = True):
         self.path = Path(path)
+        self.writable = writable
         self.records: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             with open(self.path) as f:
@@ -43,9 +46,9 @@ class PopulationLog:
     def get(self, arch_dict: Mapping[str, Any]) -> dict[str, Any] | None:
         return self.records.get(arch_key(arch_dict))
 
-    def append(self, record: Mapping[str, Any], write: bool = True) -> None:
+    def append(self, record: Mapping[str, Any]) -> None:
         self.records[arch_key(record["arch"])] = dict(record)
-        if write:
+        if self.writable:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -77,6 +77,9 @@ class ViTSpace:
     specific_layers: tuple[int, ...] | None = None  # layers that may (None = every layer)
     mutate_prob: float = 0.2  # per-layer choice mutation probability
     mutate_depth_width_prob: float = 0.4
+    # Width of one attention head. Default: max embed dim / max heads, which makes the largest arch a
+    # timm ViT (loadable from timm weights). AutoFormer instead fixes it at 64 (its B space needs that).
+    attn_head_dim: int | None = None
 
     def __post_init__(self):
         for key in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden"):
@@ -84,12 +87,15 @@ class ViTSpace:
             if not values:
                 raise ConfigError(f"space.{key}", "needs at least one choice.")
             object.__setattr__(self, key, tuple(sorted(values)))
-        head_dim, rem = divmod(max(self.embed_dims), max(self.num_heads))
-        if rem:
+        if self.attn_head_dim is not None and self.attn_head_dim <= 0:
+            raise ConfigError(
+                "space.attn_head_dim", f"got {self.attn_head_dim}; expected a positive integer."
+            )
+        if self.attn_head_dim is None and max(self.embed_dims) % max(self.num_heads):
             raise ConfigError(
                 "space.num_heads",
                 f"max embed dim {max(self.embed_dims)} must be divisible by max heads {max(self.num_heads)} "
-                "(the supernet's head dim is their ratio, as in timm's qkv layout).",
+                "(the supernet's head dim is their ratio, as in timm's qkv layout), or set space.attn_head_dim.",
             )
 
     @classmethod
@@ -104,7 +110,11 @@ class ViTSpace:
             "specific_layers",
             "mutate_prob",
             "mutate_depth_width_prob",
+            "attn_head_dim",
         )
+        unknown = sorted(set(cfg) - set(keys) - {"name"})
+        if unknown:
+            raise ConfigError(f"space.{unknown[0]}", f"unknown search-space key; known keys: {list(keys)}.")
         kwargs = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
         for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden", "specific_layers"):
             if k in kwargs:
@@ -114,7 +124,7 @@ class ViTSpace:
     # -- geometry of the supernet ----------------------------------------------------------------
     @property
     def head_dim(self) -> int:
-        return max(self.embed_dims) // max(self.num_heads)
+        return self.attn_head_dim or max(self.embed_dims) // max(self.num_heads)
 
     def can_specialise(self, layer: int) -> bool:
         return self.task_specific and (self.specific_layers is None or layer in self.specific_layers)

@@ -180,6 +180,11 @@ class ViTSupernet(nn.Module):
                 f"timm ViT has depth {len(vit.blocks)} / width {vit.embed_dim}; the supernet's largest arch "
                 f"is depth {len(self.blocks)} / width {self.embed.max_dim}"
             )
+        if vit.blocks[0].attn.qkv.weight.shape != self.blocks[0].qkv.weight.shape:
+            raise ValueError(
+                f"timm ViT qkv is {tuple(vit.blocks[0].attn.qkv.weight.shape)}, the supernet's "
+                f"{tuple(self.blocks[0].qkv.weight.shape)}: heads × head dim must equal the embed dim"
+            )
         self.embed.proj.load_state_dict(vit.patch_embed.proj.state_dict())
         self.embed.cls_token.copy_(vit.cls_token)
         self.embed.pos_embed.copy_(vit.pos_embed)
@@ -228,11 +233,17 @@ class StaticMultiTaskViT(nn.Module):
         for r in task_routes.values():
             for i, key in enumerate(r):
                 if key not in blocks:
-                    blocks[key] = ElasticBlock(d, arch.num_heads[i], head_dim, mlp_hidden(d, arch.mlp_ratio[i]))
+                    blocks[key] = ElasticBlock(
+                        d, arch.num_heads[i], head_dim, mlp_hidden(d, arch.mlp_ratio[i])
+                    )
         embed = ElasticPatchEmbed(d, img_size, patch_size)
-        heads = nn.ModuleDict({t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t]) for t in tasks})
+        heads = nn.ModuleDict(
+            {t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t]) for t in tasks}
+        )
         norm = ElasticLayerNorm(d, eps=1e-6)
-        return cls(embed, blocks, task_routes, norm, heads, feature_layers(arch.depth, num_levels), embed.grid)
+        return cls(
+            embed, blocks, task_routes, norm, heads, feature_layers(arch.depth, num_levels), embed.grid
+        )
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         feats = run_paths(

@@ -1,0 +1,147 @@
+"""Training the weight-sharing supernet with the sandwich rule.
+
+Each step trains the largest arch, the smallest arch and `num_random` random archs on the same batch,
+accumulating gradients, then takes one optimizer step (manual optimisation). With `distill > 0`, the
+largest arch's predictions are also targets for the others (in-place distillation). Every process
+samples the same archs (one seeded RNG), so DDP's gradient all-reduce sees the same graph everywhere.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtnas.lit.multitask import warmup_cosine, weighted_loss
+from mtnas.metrics import delta_m
+from mtnas.space import ViTSpace
+from mtnas.supernet import ViTSupernet
+from mtnas.tasks import build_tasks
+
+
+def distill_loss(task_type: str, student: Tensor, teacher: Tensor) -> Tensor:
+    if task_type == "semseg":
+        return (
+            F.kl_div(F.log_softmax(student, 1), F.softmax(teacher, 1), reduction="batchmean")
+            / student[0, 0].numel()
+        )
+    if task_type == "normal":
+        return (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
+    return F.l1_loss(student, teacher)
+
+
+class SupernetLitModule(pl.LightningModule):
+    def __init__(
+        self,
+        tasks: list[str],
+        available_tasks: Mapping[str, Mapping[str, Any]],
+        space: Mapping[str, Any],
+        supernet: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        image_size: tuple[int, int],
+        seed: int = 0,
+        baselines_val: Mapping[str, Mapping[str, float]] | None = None,
+        delta_m_convention: str = "per_task",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.tasks = build_tasks(list(tasks), available_tasks)
+        self.space = ViTSpace.from_config(space, list(tasks))
+        self.out_channels = {t: task.out_channels for t, task in self.tasks.items()}
+        self.net = ViTSupernet(
+            self.space,
+            self.out_channels,
+            tuple(image_size),
+            int(supernet["patch_size"]),
+            int(supernet.get("num_levels", 3)),
+        )
+        weights = dict(loss.get("weights") or {})
+        self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        self.num_random = int(supernet.get("num_random", 2))
+        self.distill = float(supernet.get("distill", 0.0))
+        self.rng = random.Random(seed)
+        self.eval_archs = {"largest": self.space.largest(), "smallest": self.space.smallest()}
+        self.val_metrics = nn.ModuleDict(
+            {
+                name: nn.ModuleDict({t: task.metrics() for t, task in self.tasks.items()})
+                for name in self.eval_archs
+            }
+        )
+        self.baselines_val = {k: dict(v) for k, v in (baselines_val or {}).items()}
+
+    def subnet_config(self) -> dict[str, Any]:
+        """What `lit.multitask.build_model` needs (besides the arch) to rebuild an extracted subnet."""
+        return {
+            "patch_size": self.hparams.supernet["patch_size"],
+            "head_dim": self.space.head_dim,
+            "num_levels": self.net.num_levels,
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        opt = self.optimizers()
+        opt.zero_grad()
+        archs = [self.space.largest(), self.space.smallest()] + [
+            self.space.sample(self.rng) for _ in range(self.num_random)
+        ]
+        teacher = None
+        bs = batch["image"].shape[0]
+        for k, arch in enumerate(archs):
+            preds = self.net(batch["image"], arch)
+            total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, batch)
+            if k == 0:
+                self.log("train/loss", total, prog_bar=True, batch_size=bs)
+                for t, v in per_task.items():
+                    self.log(f"train/{t}/loss", v, batch_size=bs)
+                if self.distill > 0:
+                    teacher = {t: p.detach() for t, p in preds.items()}
+            elif teacher is not None:
+                total = total + self.distill * sum(
+                    distill_loss(task.type, preds[t], teacher[t]) for t, task in self.tasks.items()
+                )
+            self.manual_backward(total / len(archs))
+        opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        for name, arch in self.eval_archs.items():
+            preds = self.net(batch["image"], arch)
+            for t in self.tasks:
+                self.val_metrics[name][t].update(preds[t].float(), batch[t])
+
+    def on_validation_epoch_end(self) -> None:
+        flat = {}
+        for name in self.eval_archs:
+            results = {
+                t: {k: float(v) for k, v in self.val_metrics[name][t].compute().items()} for t in self.tasks
+            }
+            for t in self.tasks:
+                self.val_metrics[name][t].reset()
+            flat.update({f"val/{name}/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()})
+            if all(t in self.baselines_val for t in self.tasks):
+                dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
+                flat[f"val/{name}/delta_m"] = delta_m(
+                    results, self.baselines_val, dirs, self.hparams.delta_m_convention
+                )
+        self.log_dict(flat)
+
+    def configure_optimizers(self):
+        cfg = self.hparams.optim
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
+        )
+        if cfg.get("scheduler", "cosine") == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

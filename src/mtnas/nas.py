@@ -1,0 +1,264 @@
+"""The NAS stages of the pipeline: supernet → search → retrain (AutoTaskFormer-style, ViT space).
+
+Kept beside `pipeline.py` (which owns units, trainers, loggers and artifacts) so the static pipeline
+reads on its own; `Pipeline` calls these when the config has a `space`.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.search.budget import Budget
+from mtnas.search.cost import vit_arch_flops, vit_arch_params
+from mtnas.search.evaluator import SubnetEvaluator
+from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
+from mtnas.search.population import PopulationLog, pareto_front
+from mtnas.space import ViTArch, ViTSpace
+from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
+
+if TYPE_CHECKING:
+    from mtnas.pipeline import Pipeline
+
+SEARCHERS = ("evolution", "random")
+
+
+class NAS:
+    def __init__(self, pipeline: Pipeline):
+        self.p = pipeline
+        cfg = pipeline.cfg
+        self.cfg = cfg
+        self.space = ViTSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True), pipeline.tasks)
+        self.budget = Budget.from_config(
+            OmegaConf.to_container(cfg.budget, resolve=True) if cfg.get("budget") else None
+        )
+        self.patch_size = int(cfg.supernet.patch_size)
+        self.out_channels = {t: task.out_channels for t, task in pipeline.task_objs.items()}
+        self.supernet_dir = pipeline.out / "supernet"
+        self.search_dir = pipeline.out / "search"
+        self.arch_path = pipeline.out / "arch.yaml"
+
+    # -- cost ---------------------------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.p.dm.image_size
+        return h // self.patch_size, w // self.patch_size
+
+    def cost(self, arch: ViTArch) -> dict[str, int]:
+        return _cost(
+            arch,
+            tuple(self.p.tasks),
+            tuple(sorted(self.out_channels.items())),
+            self.grid,
+            self.patch_size,
+            self.space.head_dim,
+        )
+
+    def check_budget(self) -> None:
+        h, w = self.p.dm.image_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ConfigError("supernet.patch_size", f"{self.patch_size} must divide the image size {h}×{w}.")
+        self.budget.check_feasible(
+            self.cost(self.space.smallest()), self.cost(self.space.largest(task_specific=True))
+        )
+
+    # -- models ---------------------------------------------------------------------------------------
+    def subnet_model(self, arch: ViTArch) -> dict[str, Any]:
+        return {"arch": arch.to_dict(), "patch_size": self.patch_size, "head_dim": self.space.head_dim}
+
+    def baseline_model(self) -> dict[str, Any]:
+        """Single-task baselines are the space's largest arch, trained alone (as in AutoTaskFormer)."""
+        return self.subnet_model(self.space.largest())
+
+    def _supernet_module(self, baselines_val):
+        from mtnas.lit.supernet import SupernetLitModule
+
+        return SupernetLitModule(
+            tasks=self.p.tasks,
+            available_tasks=self.p.available,
+            space=OmegaConf.to_container(self.cfg.space, resolve=True),
+            supernet=OmegaConf.to_container(self.cfg.supernet, resolve=True),
+            optim=OmegaConf.to_container(self.cfg.optim, resolve=True),
+            loss=OmegaConf.to_container(self.cfg.loss, resolve=True),
+            image_size=self.p.dm.image_size,
+            seed=int(self.cfg.seed),
+            baselines_val=baselines_val,
+            delta_m_convention=self.cfg.delta_m.convention,
+        )
+
+    def load_supernet(self):
+        from mtnas.lit.supernet import SupernetLitModule
+
+        path = (
+            Path(self.cfg.supernet_ckpt) if self.cfg.get("supernet_ckpt") else self.supernet_dir / "last.ckpt"
+        )
+        if not path.is_file():
+            raise MtnasError(
+                f"supernet checkpoint {path} does not exist: train it first (stage=supernet or stage=all) "
+                "or pass supernet_ckpt=/path/to/supernet/last.ckpt."
+            )
+        return SupernetLitModule.load_from_checkpoint(path, map_location="cpu")
+
+    # -- stages -----------------------------------------------------------------------------------------
+    def train_supernet(self, baselines_val) -> dict[str, Any]:
+        from mtnas.pipeline import Unit
+
+        unit = Unit("supernet", self.supernet_dir, tuple(self.p.tasks))
+        return self.p.fit(unit, self._supernet_module(baselines_val), self.cfg.supernet.get("max_epochs"))
+
+    def search(self, baselines: dict[str, Any]) -> ViTArch:
+        done = self.search_dir / "pareto.json"
+        if done.exists() and self.arch_path.exists():
+            return self.load_arch(self.arch_path)
+        module = self.load_supernet()
+        device = torch.device(
+            "cuda" if torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu" else "cpu"
+        )
+        net = module.net.to(device).eval()
+        limit = self.cfg.search.get("val_batches")
+        self.p.dm.setup("validate")
+        batches = [b for i, b in enumerate(self.p.dm.val_dataloader()) if limit is None or i < limit]
+        evaluator = SubnetEvaluator(
+            net, self.p.task_objs, batches, baselines["val"], self.cfg.delta_m.convention
+        )
+        log = PopulationLog(self.search_dir / "population.jsonl", writable=rank_zero_only.rank == 0)
+        rng = random.Random(int(self.cfg.seed))
+        scfg = self.cfg.search
+        with _progress(
+            f"search ({scfg.name}), {len(log)} candidates already in the population log"
+        ) as progress:
+            args = (self.space, self.cost, self.budget, evaluator, log, rng, progress)
+            if scfg.name == "evolution":
+                EvolutionSearch(*args).run(
+                    EvolutionConfig(
+                        population=int(scfg.population),
+                        top_k=int(scfg.top_k),
+                        mutations=int(scfg.mutations),
+                        crossovers=int(scfg.crossovers),
+                        generations=int(scfg.generations),
+                    )
+                )
+            else:
+                RandomSearch(*args).run(int(scfg.num_candidates))
+        records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
+        if not records:
+            raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
+        best = max(records, key=lambda r: r["delta_m"])
+        arch = ViTArch.from_dict(best["arch"])
+        if rank_zero_only.rank == 0:
+            atomic_write_json(
+                done, {"params": pareto_front(records, "params"), "flops": pareto_front(records, "flops")}
+            )
+            header = (
+                f"# Chosen by {scfg.name} search: val Δm {best['delta_m']:+.2f} %, "
+                f"{best['cost']['params'] / 1e6:.3f} M params, {best['cost']['flops'] / 1e9:.4f} GFLOPs.\n"
+                "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
+            )
+            atomic_write_text(self.arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
+        return arch
+
+    def load_arch(self, path: str | Path) -> ViTArch:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("arch", f"arch file {path} does not exist.")
+        arch = ViTArch.from_dict(yaml.safe_load(path.read_text()))
+        if not self.space.contains(arch):
+            raise ConfigError("arch", f"{path} describes an arch outside the configured space `space`.")
+        return arch
+
+    def retrain(self, baselines_val) -> dict[str, Any]:
+        arch = self.load_arch(self.cfg.arch if self.cfg.get("arch") else self.arch_path)
+        unit = self.p.mtl_unit
+        module = self.p._module(unit, baselines_val, model=self.subnet_model(arch))
+        init = self.cfg.retrain.init
+        if init == "inherited" and not (unit.dir / "last.ckpt").exists():
+            module.model.load_state_dict(self.load_supernet().net.extract(arch).state_dict())
+        return self.p.fit(unit, module, self.cfg.retrain.get("max_epochs"))
+
+    # -- reporting --------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        pareto = self.search_dir / "pareto.json"
+        arch_file = Path(self.cfg.arch) if self.cfg.get("arch") else self.arch_path
+        log = PopulationLog(self.search_dir / "population.jsonl")
+        return {
+            "arch": self.load_arch(arch_file).to_dict() if arch_file.exists() else None,
+            "evaluated": len(log),
+            "pareto_params": read_json(pareto)["params"] if pareto.exists() else [],
+            "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
+        }
+
+    def plot_pareto(self, results: dict[str, Any]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        log = PopulationLog(self.search_dir / "population.jsonl")
+        if not len(log):
+            return
+        recs = list(log.records.values())
+        front = pareto_front(recs, "params")
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        ax.scatter(
+            [r["cost"]["params"] / 1e6 for r in recs],
+            [r["delta_m"] for r in recs],
+            s=10,
+            alpha=0.4,
+            label=f"evaluated subnets ({len(recs)})",
+        )
+        ax.plot(
+            [r["cost"]["params"] / 1e6 for r in front],
+            [r["delta_m"] for r in front],
+            "o-",
+            color="C3",
+            label=f"Pareto front ({len(front)})",
+        )
+        mtl = results["models"]["multitask"]
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("params (M)")
+        ax.set_ylabel("val Δm (%) with inherited weights")
+        ax.set_title(f"{results['experiment']}: chosen arch retrained, test Δm {mtl['delta_m']:+.2f} %")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        tmp = self.p.out / ".pareto.png.tmp"
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        tmp.replace(self.p.out / "pareto.png")
+
+
+@cache
+def _cost(arch, tasks, out_channels, grid, patch, head_dim) -> dict[str, int]:
+    oc = dict(out_channels)
+    return {
+        "params": vit_arch_params(arch, list(tasks), oc, grid, patch, head_dim),
+        "flops": vit_arch_flops(arch, list(tasks), oc, grid, patch, head_dim),
+    }
+
+
+class _progress:
+    """Rich progress for the search (rank 0 only); yields a callback `(done, total) -> None`."""
+
+    def __init__(self, description: str):
+        self.description = description
+
+    def __enter__(self):
+        if rank_zero_only.rank != 0:
+            return lambda done, total: None
+        from rich.progress import Progress
+
+        self.bar = Progress()
+        self.bar.start()
+        self.task = self.bar.add_task(self.description, total=None)
+        return lambda done, total: self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if rank_zero_only.rank == 0:
+            self.bar.stop()
