@@ -14,7 +14,7 @@ install: $(UV)  ## create .venv with every dependency (uv sync, from uv.lock)
 	$(UV) sync --frozen
 
 demo: install  ## run the built-in demo end to end on the CPU (a few minutes)
-	$(RUN) mtnas +experiment=synthetic_mtl
+	$(RUN) mtnas +experiment=demo
 
 test: install  ## run the test suite
 	$(RUN) pytest -q --durations=15

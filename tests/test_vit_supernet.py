@@ -178,4 +178,52 @@ def test_from_arch_skeleton_takes_inherited_weights_and_flops_are_exact(supernet
         x = torch.randn(1, 3, *IMG)
         with torch.no_grad():
             torch.testing.assert_close(skeleton(x)["depth"], extracted(x)["depth"])
-        assert count_flops(extracted, IMG) == vit_arch_flops(arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim)
+        assert count_flops(extracted, IMG) == vit_arch_flops(
+            arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim
+        )
+
+
+def test_sandwich_step_trains_largest_smallest_and_random_archs():
+    from mtnas.lit.supernet import SupernetLitModule
+
+    available = {"semseg": {"type": "semseg", "num_classes": 5}, "depth": {"type": "depth"}}
+    space = {
+        "embed_dims": [24, 32],
+        "depths": [3, 4],
+        "num_heads": [2, 4],
+        "mlp_ratios": [1.0, 2.0],
+        "head_hidden": [8, 16],
+    }
+    module = SupernetLitModule(
+        ["semseg", "depth"],
+        available,
+        space,
+        {"patch_size": 8, "num_random": 3},
+        {"lr": 1e-2, "scheduler": "none"},
+        {},
+        IMG,
+        seed=0,
+        baselines_val=None,
+    )
+    trainer = __import__("pytorch_lightning").Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    batch = {
+        "image": torch.randn(2, 3, *IMG),
+        "semseg": torch.randint(0, 5, (2, *IMG)),
+        "depth": torch.rand(2, 1, *IMG) + 0.5,
+    }
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    loader = torch.utils.data.DataLoader(
+        [{k: v[i] for k, v in batch.items()} for i in range(2)], batch_size=2
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    after = module.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("net.blocks.3.") for k in changed)  # largest arch: the 4th layer
+    assert any(k.startswith("net.heads.semseg.8.") for k in changed)  # smallest arch's head
+    assert any(k.startswith("net.task_blocks.") for k in changed)  # random archs train task-specific copies

@@ -1,0 +1,1 @@
+"""Export of searched subnets as plain modules."""

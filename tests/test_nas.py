@@ -1,0 +1,129 @@
+"""The NAS pipeline through the CLI on a tiny setting: supernet → search → retrain → evaluate, resume,
+determinism of the search, budgets, and export of the chosen subnet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from .conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+NAS_TINY = [
+    *TINY,
+    "+experiment=demo",
+    "tasks=[semseg,depth]",
+    "supernet.max_epochs=1",
+    "retrain.max_epochs=1",
+    "search.population=6",
+    "search.top_k=3",
+    "search.mutations=3",
+    "search.crossovers=3",
+    "search.generations=2",
+]
+
+
+def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*NAS_TINY, f"hydra.run.dir={run_dir}"]
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    for rel in [
+        "baselines/baselines.json",
+        "supernet/last.ckpt",
+        "supernet/fit.json",
+        "search/population.jsonl",
+        "search/pareto.json",
+        "arch.yaml",
+        "retrain/best.ckpt",
+        "results.json",
+        "report.md",
+        "pareto.png",
+    ]:
+        assert (run_dir / rel).is_file(), rel
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["search"]["evaluated"] >= 6
+    assert results["search"]["arch"] == yaml.safe_load((run_dir / "arch.yaml").read_text())
+    assert isinstance(results["models"]["multitask"]["delta_m"], float)
+    population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
+    front = json.loads((run_dir / "search/pareto.json").read_text())["params"]
+    assert {json.dumps(r["arch"], sort_keys=True) for r in front} <= {
+        json.dumps(r["arch"], sort_keys=True) for r in population
+    }
+
+    # Re-running the search with the same seed and supernet evaluates nothing again ...
+    (run_dir / "search/pareto.json").unlink()
+    chosen = (run_dir / "arch.yaml").read_text()
+    (run_dir / "arch.yaml").unlink()
+    res = run_cli([*args, "stage=search"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert len((run_dir / "search/population.jsonl").read_text().splitlines()) == len(population)
+    assert (run_dir / "arch.yaml").read_text() == chosen
+    # ... and a fresh search from the same supernet and seed finds the same arch.
+    (run_dir / "search/pareto.json").unlink()
+    (run_dir / "search/population.jsonl").unlink()
+    res = run_cli([*args, "stage=search"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (run_dir / "arch.yaml").read_text() == chosen
+
+    # A hand-edited arch is retrained from scratch in another folder.
+    other = tmp_path / "edited"
+    shutil.copytree(run_dir / "baselines", other / "baselines")
+    arch = yaml.safe_load(chosen)
+    for layer in arch["layers"]:
+        layer["task_specific"] = []
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(arch))
+    res = run_cli(
+        [
+            *NAS_TINY,
+            "stage=retrain",
+            "retrain.init=scratch",
+            f"arch={tmp_path / 'mine.yaml'}",
+            f"hydra.run.dir={other}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (other / "retrain/best.ckpt").is_file()
+
+    # Export: the written module reproduces the supernet on the chosen arch.
+    out = tmp_path / "subnet.pt"
+    res = run_cli(
+        [str(run_dir / "supernet/last.ckpt"), str(run_dir / "arch.yaml"), str(out)],
+        tmp_path,
+        cache_dir,
+        prog="mtnas-export",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    model = torch.load(out, weights_only=False).eval()
+    from mtnas.lit.supernet import SupernetLitModule
+    from mtnas.space import ViTArch
+
+    sup = SupernetLitModule.load_from_checkpoint(
+        run_dir / "supernet/last.ckpt", map_location="cpu"
+    ).net.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = sup(x, ViTArch.from_dict(yaml.safe_load(chosen)))
+        got = model(x)
+    torch.testing.assert_close(got["depth"], ref["depth"])
+
+
+def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir):
+    res = run_cli(
+        [*NAS_TINY, "budget.params_max=1000", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir
+    )
+    assert res.returncode == 2
+    assert "Config error at `budget.params_max`" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r" / "baselines").exists()  # nothing was trained
+
+
+def test_search_stage_without_space_is_a_config_error(tmp_path, cache_dir):
+    res = run_cli([*TINY, "stage=search"], tmp_path, cache_dir)
+    assert res.returncode == 2 and "Config error at `stage`" in res.stderr
