@@ -90,3 +90,41 @@ def test_ddp_sim_training_and_evaluation_match_single_process(tmp_path, cache_di
     for name in one:
         for task, metrics in one[name]["test"].items():
             assert metrics == pytest.approx(ddp[name]["test"][task], rel=1e-4, abs=1e-5), (name, task)
+
+
+def _fake_evaluate(archs):
+    import os
+
+    return [{"delta_m": float(a), "rank": int(os.environ["FAKE_RANK"])} for a in archs]
+
+
+def _spread_worker(rank: int, world: int, port: int, queue) -> None:
+    import os
+
+    from mtnas.search.evaluator import spread_across_processes
+
+    os.environ["FAKE_RANK"] = str(rank)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    results = spread_across_processes(_fake_evaluate)(list(range(7)))
+    queue.put((rank, results))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_search_candidates_are_spread_across_processes_each_evaluated_once():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_spread_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in range(2))
+    for p in procs:
+        p.join(timeout=60)
+    for rank in (0, 1):
+        assert [r["delta_m"] for r in got[rank]] == [float(i) for i in range(7)]  # all results, in order
+        assert [r["rank"] for r in got[rank]] == [i % 2 for i in range(7)]  # each evaluated once, by one rank

@@ -30,7 +30,7 @@ NAS_TINY = [
 
 def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = [*NAS_TINY, f"hydra.run.dir={run_dir}"]
+    args = [*NAS_TINY, "logger=wandb", f"hydra.run.dir={run_dir}"]  # the demo's logger, offline
     res = run_cli(args, tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-4000:]
     for rel in [
@@ -46,6 +46,7 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
         "pareto.png",
     ]:
         assert (run_dir / rel).is_file(), rel
+    assert list((run_dir / "wandb").glob("offline-run-*"))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["search"]["evaluated"] >= 6
     assert results["search"]["arch"] == yaml.safe_load((run_dir / "arch.yaml").read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_cli  # noqa: E402
+import bench_supernet  # noqa: E402
 import bench_train_step  # noqa: E402
 
 
@@ -33,6 +34,13 @@ def main() -> None:
         for name, t, ratio in module.main():
             print(f"| {name} | {t * 1000:.0f} ms | {ratio} |")
         print()
+    rows, setting = bench_supernet.main()
+    print(f"## supernet ({setting})\n")
+    print("| measurement | median | ratio |\n|---|---|---|")
+    for name, value, ratio in rows:
+        unit = "MiB" if "memory" in name else "ms"
+        print(f"| {name} | {value if unit == 'MiB' else value * 1000:.0f} {unit} | {ratio} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.search.budget import Budget
 from mtnas.search.cost import vit_arch_flops, vit_arch_params
-from mtnas.search.evaluator import SubnetEvaluator
+from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
 from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
 from mtnas.search.population import PopulationLog, pareto_front
 from mtnas.space import ViTArch, ViTSpace
@@ -126,8 +126,8 @@ class NAS:
         limit = self.cfg.search.get("val_batches")
         self.p.dm.setup("validate")
         batches = [b for i, b in enumerate(self.p.dm.val_dataloader()) if limit is None or i < limit]
-        evaluator = SubnetEvaluator(
-            net, self.p.task_objs, batches, baselines["val"], self.cfg.delta_m.convention
+        evaluator = spread_across_processes(
+            SubnetEvaluator(net, self.p.task_objs, batches, baselines["val"], self.cfg.delta_m.convention)
         )
         log = PopulationLog(self.search_dir / "population.jsonl", writable=rank_zero_only.rank == 0)
         rng = random.Random(int(self.cfg.seed))
@@ -194,6 +194,27 @@ class NAS:
             "pareto_params": read_json(pareto)["params"] if pareto.exists() else [],
             "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
         }
+
+    def wandb_tables(self, wandb) -> dict[str, Any]:
+        """The whole population as a wandb table (one row per evaluated subnet) and the Pareto plot."""
+        recs = list(PopulationLog(self.search_dir / "population.jsonl").records.values())
+        cols = ["params", "flops", "delta_m", "embed_dim", "depth", "task_specific_layers", "arch"]
+        rows = [
+            [
+                r["cost"]["params"],
+                r["cost"]["flops"],
+                r["delta_m"],
+                r["arch"]["embed_dim"],
+                r["arch"]["depth"],
+                sum(bool(layer["task_specific"]) for layer in r["arch"]["layers"]),
+                yaml.safe_dump(r["arch"]),
+            ]
+            for r in recs
+        ]
+        out = {"population": wandb.Table(columns=cols, data=rows)}
+        if (self.p.out / "pareto.png").exists():
+            out["pareto"] = wandb.Image(str(self.p.out / "pareto.png"))
+        return out
 
     def plot_pareto(self, results: dict[str, Any]) -> None:
         import matplotlib

@@ -318,7 +318,10 @@ class Pipeline:
             group=f"{self.cfg.experiment_name}/{self.out.name}",
             job_type="evaluate",
         )
-        run.log({"results": wandb.Table(columns=header, data=rows)})
+        tables = {"results": wandb.Table(columns=header, data=rows)}
+        if self.nas:
+            tables.update(self.nas_stages.wandb_tables(wandb))
+        run.log(tables)
         run.summary["delta_m"] = results["models"][self.mtl_unit.name]["delta_m"]
         run.finish()
 

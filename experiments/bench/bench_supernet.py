@@ -1,0 +1,181 @@
+"""Supernet performance, as ratios measured in one run:
+
+(a) a training step (fwd+bwd) of the supernet running its largest arch vs the equivalent static timm
+    ViT with the same dense heads — throughput ratio (and peak-memory ratio on a GPU);
+(b) smallest vs largest arch step time, next to their FLOPs ratio (time should follow FLOPs);
+(c) search speed: candidates evaluated per second (and images per second) with inherited weights.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import timm
+import torch
+
+from mtnas.nn.elastic import ElasticDenseHead
+from mtnas.search.cost import vit_arch_flops
+from mtnas.search.evaluator import SubnetEvaluator
+from mtnas.space import ViTSpace
+from mtnas.supernet import ViTSupernet
+from mtnas.supernet.vit import feature_layers
+from mtnas.tasks import build_tasks
+
+TASKS = {
+    "semseg": {"type": "semseg", "num_classes": 13},
+    "depth": {"type": "depth"},
+    "normal": {"type": "normal"},
+}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device, repeats):
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class StaticTimmMTL(torch.nn.Module):
+    """timm ViT (features at the supernet's head layers) + the same dense heads: the 'equivalent static model'."""
+
+    def __init__(self, space, out_channels, img_size, patch):
+        super().__init__()
+        d, depth = max(space.embed_dims), max(space.depths)
+        self.vit = timm.create_model(
+            "vit_small_patch16_224",
+            pretrained=False,
+            img_size=img_size,
+            patch_size=patch,
+            embed_dim=d,
+            depth=depth,
+            num_heads=max(space.num_heads),
+            mlp_ratio=max(space.mlp_ratios),
+            num_classes=0,
+        )
+        self.layers = feature_layers(depth)
+        self.heads = torch.nn.ModuleDict(
+            {t: ElasticDenseHead(d, 3, max(space.head_hidden), c) for t, c in out_channels.items()}
+        )
+
+    def forward(self, x):
+        feats = self.vit.forward_intermediates(
+            x, indices=self.layers, norm=True, output_fmt="NCHW", intermediates_only=True
+        )
+        return {t: h(feats, x.shape[-2:]) for t, h in self.heads.items()}
+
+
+def main(device: str | None = None, img=(96, 128), patch=16, batch=8, repeats=5, val_images=64):
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    space = ViTSpace(
+        tasks=tuple(TASKS),
+        embed_dims=(144, 168, 192),
+        depths=(10, 11, 12),
+        num_heads=(2, 3),
+        mlp_ratios=(3.5, 4.0),
+        head_hidden=(32, 64),
+    )
+    tasks = build_tasks(list(TASKS), TASKS)
+    out = {t: task.out_channels for t, task in tasks.items()}
+    sup = ViTSupernet(space, out, img, patch).to(dev)
+    static = StaticTimmMTL(space, out, img, patch).to(dev)
+    x = torch.randn(batch, 3, *img, device=dev)
+    largest, smallest = space.largest(), space.smallest()
+
+    def step(model, *args):
+        def run():
+            preds = model(x, *args)
+            sum(p.float().mean() for p in preds.values()).backward()
+
+        return run
+
+    rows = []
+
+    def peak(fn):
+        if dev.type != "cuda":
+            return None
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        return torch.cuda.max_memory_allocated()
+
+    t_static = _time(step(static), dev, repeats)
+    t_large = _time(step(sup, largest), dev, repeats)
+    m_static, m_large = peak(step(static)), peak(step(sup, largest))
+    rows.append(
+        (
+            "(a) supernet step, largest arch",
+            t_large,
+            f"{t_static / t_large:.2f}× throughput of static timm ViT",
+        )
+    )
+    if m_static:
+        rows.append(
+            (
+                "(a) peak memory, largest arch",
+                m_large / 2**20,
+                f"{m_large / m_static:.2f}× of static timm ViT",
+            )
+        )
+    t_small = _time(step(sup, smallest), dev, repeats)
+    grid = (img[0] // patch, img[1] // patch)
+    f_l = vit_arch_flops(largest, list(TASKS), out, grid, patch, space.head_dim)
+    f_s = vit_arch_flops(smallest, list(TASKS), out, grid, patch, space.head_dim)
+    rows.append(
+        ("(b) smallest-arch step", t_small, f"{t_small / t_large:.2f}× of largest (FLOPs: {f_s / f_l:.2f}×)")
+    )
+
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "image": torch.randn(16, 3, *img, generator=g),
+            "semseg": torch.randint(0, 13, (16, *img), generator=g),
+            "depth": torch.rand(16, 1, *img, generator=g) + 0.5,
+            "normal": torch.nn.functional.normalize(torch.randn(16, 3, *img, generator=g), dim=1),
+        }
+        for _ in range(val_images // 16)
+    ]
+    base = {
+        "semseg": {"miou": 0.3, "pixel_acc": 0.6},
+        "depth": {"abs_err": 0.6, "rel_err": 0.2},
+        "normal": {
+            "mean": 25.0,
+            "median": 20.0,
+            "within_11_25": 30.0,
+            "within_22_5": 50.0,
+            "within_30": 60.0,
+        },
+    }
+    evaluator = SubnetEvaluator(sup, tasks, batches, base)
+    import random
+
+    archs = [space.sample(random.Random(i)) for i in range(4)]
+    t = time.perf_counter()
+    evaluator(archs)
+    _sync(dev)
+    per = (time.perf_counter() - t) / len(archs)
+    rows.append(
+        (
+            f"(c) search: one candidate on {val_images} val images",
+            per,
+            f"{1 / per:.2f} candidates/s, {val_images / per:.0f} images/s",
+        )
+    )
+    return rows, f"{dev.type}, {img[0]}×{img[1]}, patch {patch}, batch {batch}, largest = ViT 192×12"
+
+
+if __name__ == "__main__":
+    rows, setting = main()
+    print(setting)
+    for name, t, ratio in rows:
+        print(f"{name:44s} {t * 1000 if t < 100 else t:10.1f}   {ratio}")
