@@ -174,8 +174,12 @@ class NAS:
             raise ConfigError("arch", f"{path} describes an arch outside the configured space `space`.")
         return arch
 
-    def retrain(self, baselines_val) -> dict[str, Any]:
-        arch = self.load_arch(self.cfg.arch if self.cfg.get("arch") else self.arch_path)
+    def retrain(self, baselines_val, searched: ViTArch | None = None) -> dict[str, Any]:
+        """Retrain `arch=` when given, else the arch the search just chose, else the run's arch.yaml."""
+        if self.cfg.get("arch"):
+            arch = self.load_arch(self.cfg.arch)
+        else:
+            arch = searched or self.load_arch(self.arch_path)
         unit = self.p.mtl_unit
         module = self.p._module(unit, baselines_val, model=self.subnet_model(arch))
         init = self.cfg.retrain.init

@@ -95,10 +95,11 @@ class Pipeline:
             self.fit(self.mtl_unit, self._module(self.mtl_unit, self._baselines_val(baselines)))
         if "supernet" in plan:
             self.nas_stages.train_supernet(self._baselines_val(baselines))
+        arch = None  # held in memory: other DDP ranks must not read arch.yaml before rank 0 wrote it
         if "search" in plan:
-            self.nas_stages.search(baselines or self.load_baselines(required=True))
+            arch = self.nas_stages.search(baselines or self.load_baselines(required=True))
         if "retrain" in plan:
-            self.nas_stages.retrain(self._baselines_val(baselines))
+            self.nas_stages.retrain(self._baselines_val(baselines), arch)
         if "evaluate" in plan:
             return self.evaluate_stage()
         return None
@@ -149,7 +150,8 @@ class Pipeline:
             enable_version_counter=False,
         )
         logger = self._logger(unit)
-        trainer = self._trainer(unit, [ckpt], logger, max_epochs)
+        unused = getattr(module, "uses_weight_subsets", False)
+        trainer = self._trainer(unit, [ckpt], logger, max_epochs, unused_parameters=unused)
         last = unit.dir / "last.ckpt"
         self._announce(f"[bold]{unit.name}[/]: training on {list(unit.tasks)} → {unit.dir}")
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
@@ -251,10 +253,20 @@ class Pipeline:
             delta_m_convention=self.cfg.delta_m.convention,
         )
 
-    def _trainer(self, unit: Unit, callbacks: list, logger, max_epochs: int | None = None) -> pl.Trainer:
+    def _trainer(
+        self,
+        unit: Unit,
+        callbacks: list,
+        logger,
+        max_epochs: int | None = None,
+        unused_parameters: bool = False,
+    ) -> pl.Trainer:
         kwargs = OmegaConf.to_container(self.cfg.trainer, resolve=True)
         if max_epochs is not None:
             kwargs["max_epochs"] = int(max_epochs)
+        if unused_parameters and kwargs.get("strategy") == "ddp":
+            # Each supernet step uses a subset of the weights (sampled archs): DDP must not wait for the rest.
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"
         progress = bool(kwargs.pop("enable_progress_bar", True))
         callbacks = list(callbacks)
         if progress:
@@ -347,4 +359,6 @@ def run(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Epoch-level metrics are torchmetrics objects, already synced across processes in compute().
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     return Pipeline(cfg).run()

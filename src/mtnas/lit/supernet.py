@@ -37,6 +37,8 @@ def distill_loss(task_type: str, student: Tensor, teacher: Tensor) -> Tensor:
 
 
 class SupernetLitModule(pl.LightningModule):
+    uses_weight_subsets = True  # each step trains sampled subnets: DDP needs find_unused_parameters
+
     def __init__(
         self,
         tasks: list[str],

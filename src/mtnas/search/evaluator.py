@@ -35,7 +35,10 @@ class SubnetEvaluator:
         self.net.eval()
         out = []
         for arch in archs:
-            metrics = {t: task.metrics().to(self.device) for t, task in self.tasks.items()}
+            # Local metrics: under DDP each process scores *other* candidates, so states must not be synced.
+            metrics = {
+                t: task.metrics(sync_on_compute=False).to(self.device) for t, task in self.tasks.items()
+            }
             for batch in self.batches:
                 preds = self.net(batch["image"].to(self.device), arch)
                 for t, m in metrics.items():

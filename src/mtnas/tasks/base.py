@@ -30,7 +30,8 @@ class Task(ABC):
     def loss(self, pred: Tensor, target: Tensor) -> Tensor: ...
 
     @abstractmethod
-    def metrics(self) -> DenseMetric: ...
+    def metrics(self, **kwargs) -> DenseMetric:
+        """A fresh metric; `kwargs` go to torchmetrics (e.g. `sync_on_compute=False` for per-process use)."""
 
     @property
     def directions(self) -> dict[str, Direction]:

@@ -22,5 +22,5 @@ class DepthTask(Task):
             return pred.sum() * 0.0
         return (pred[valid] - target[valid]).abs().mean()
 
-    def metrics(self) -> DepthMetrics:
-        return DepthMetrics()
+    def metrics(self, **kwargs) -> DepthMetrics:
+        return DepthMetrics(**kwargs)

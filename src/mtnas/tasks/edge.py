@@ -44,5 +44,5 @@ class EdgeTask(Task):
         # Normalised so the loss scale does not depend on edge density.
         return F.binary_cross_entropy_with_logits(pred, t, weight=weight, reduction="sum") / weight.sum()
 
-    def metrics(self) -> BoundaryFScore:
-        return BoundaryFScore(max_dist=self.max_dist, ignore_index=self.ignore_index)
+    def metrics(self, **kwargs) -> BoundaryFScore:
+        return BoundaryFScore(max_dist=self.max_dist, ignore_index=self.ignore_index, **kwargs)

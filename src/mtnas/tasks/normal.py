@@ -25,5 +25,5 @@ class NormalTask(Task):
         cos = (F.normalize(pred, dim=1) * target).sum(dim=1)
         return (1.0 - cos[valid]).mean()
 
-    def metrics(self) -> NormalMetrics:
-        return NormalMetrics()
+    def metrics(self, **kwargs) -> NormalMetrics:
+        return NormalMetrics(**kwargs)

@@ -24,5 +24,5 @@ class SemsegTask(Task):
             return pred.sum() * 0.0  # an all-ignored batch contributes nothing (CE would be NaN)
         return F.cross_entropy(pred, target, ignore_index=self.ignore_index)
 
-    def metrics(self) -> SemsegMetrics:
-        return SemsegMetrics(self.num_classes, self.ignore_index)
+    def metrics(self, **kwargs) -> SemsegMetrics:
+        return SemsegMetrics(self.num_classes, self.ignore_index, **kwargs)
