@@ -227,3 +227,55 @@ def test_sandwich_step_trains_largest_smallest_and_random_archs():
     assert any(k.startswith("net.blocks.3.") for k in changed)  # largest arch: the 4th layer
     assert any(k.startswith("net.heads.semseg.8.") for k in changed)  # smallest arch's head
     assert any(k.startswith("net.task_blocks.") for k in changed)  # random archs train task-specific copies
+
+
+def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
+    from mtnas.errors import ConfigError
+    from mtnas.pipeline import Pipeline
+
+    from .conftest import TINY, compose_cfg
+
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=(32, 32),
+        patch_size=8,
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        mlp_ratio=3.0,
+        num_classes=0,
+    )
+    weights = tmp_path / "vit.pth"
+    torch.save(vit.state_dict(), weights)
+    overrides = [
+        *TINY,
+        "+experiment=demo",
+        "tasks=[depth]",
+        f"supernet.timm_init={{model: vit_tiny_patch16_224, checkpoint: {weights}}}",
+    ]
+    cfg = compose_cfg(overrides, output_dir=tmp_path / "run")
+    nas = Pipeline(cfg).nas_stages
+    module = nas._supernet_module(None)
+    nas.init_from_timm(module)  # a 32×32 checkpoint into 64×64 inputs: timm resamples the position embedding
+    torch.testing.assert_close(module.net.blocks[2].fc1.weight, vit.blocks[2].mlp.fc1.weight)
+    torch.testing.assert_close(module.net.task_blocks["depth"]["1"].qkv.weight, vit.blocks[1].attn.qkv.weight)
+    assert module.net.embed.pos_embed.shape[1] == 1 + 8 * 8
+
+    small = tmp_path / "small.pth"
+    torch.save(
+        timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            img_size=(32, 32),
+            patch_size=8,
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            num_classes=0,
+        ).state_dict(),
+        small,
+    )
+    cfg.supernet.timm_init.checkpoint = str(small)
+    with pytest.raises(ConfigError, match="supernet.timm_init"):
+        nas.init_from_timm(module)

@@ -112,7 +112,40 @@ class NAS:
         from mtnas.pipeline import Unit
 
         unit = Unit("supernet", self.supernet_dir, tuple(self.p.tasks))
-        return self.p.fit(unit, self._supernet_module(baselines_val), self.cfg.supernet.get("max_epochs"))
+        module = self._supernet_module(baselines_val)
+        if self.cfg.supernet.get("timm_init") and not (unit.dir / "last.ckpt").exists():
+            self.init_from_timm(module)
+        return self.p.fit(unit, module, self.cfg.supernet.get("max_epochs"))
+
+    def init_from_timm(self, module) -> None:
+        """Start the supernet (largest shared arch, and every task copy) from local timm ViT weights.
+        timm resamples the position embedding when the checkpoint was trained at another resolution."""
+        import timm
+
+        spec = self.cfg.supernet.timm_init
+        path = Path(str(spec.checkpoint)).expanduser()
+        if not path.is_file():
+            raise ConfigError("supernet.timm_init.checkpoint", f"weights file {path} does not exist.")
+        s = self.space
+        try:
+            vit = timm.create_model(
+                spec.model,
+                pretrained=True,
+                pretrained_cfg_overlay={"file": str(path)},
+                num_classes=0,
+                img_size=self.p.dm.image_size,
+                patch_size=self.patch_size,
+                embed_dim=max(s.embed_dims),
+                depth=max(s.depths),
+                num_heads=max(s.num_heads),
+                mlp_ratio=max(s.mlp_ratios),
+            )
+            module.net.load_timm_vit(vit)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ConfigError(
+                "supernet.timm_init",
+                f"{path} does not fit the space's largest arch as a {spec.model}: {str(e).splitlines()[0]}",
+            ) from None
 
     def search(self, baselines: dict[str, Any]) -> ViTArch:
         done = self.search_dir / "pareto.json"

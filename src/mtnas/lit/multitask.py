@@ -113,19 +113,24 @@ class MultiTaskLitModule(pl.LightningModule):
         self._eval_epoch_end(self.test_metrics, "test")
 
     def configure_optimizers(self):
-        cfg = self.hparams.optim
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
-        )
-        if cfg.get("scheduler", "cosine") == "none":
-            return opt
-        # Linear warm-up then cosine decay over the whole run. A plain function (not a stateful
-        # scheduler like OneCycleLR) so that resuming with a larger max_epochs stretches the schedule
-        # instead of failing: the step count is restored from the checkpoint, the length is recomputed.
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.hparams.optim)
+
+
+def adamw_warmup_cosine(module: pl.LightningModule, cfg: Mapping[str, Any]):
+    """AdamW, then per step a linear warm-up and cosine decay over the whole run (`optim` config).
+
+    A plain function of the step (not a stateful scheduler like OneCycleLR), so resuming with a larger
+    max_epochs stretches the schedule instead of failing: the step count is restored from the
+    checkpoint, the length is recomputed."""
+    opt = torch.optim.AdamW(
+        module.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
+    )
+    if cfg.get("scheduler", "cosine") == "none":
+        return opt
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> float:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import warmup_cosine, weighted_loss
+from mtnas.lit.multitask import adamw_warmup_cosine, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import ViTSpace
 from mtnas.supernet import ViTSupernet
@@ -137,13 +135,4 @@ class SupernetLitModule(pl.LightningModule):
         self.log_dict(flat)
 
     def configure_optimizers(self):
-        cfg = self.hparams.optim
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
-        )
-        if cfg.get("scheduler", "cosine") == "none":
-            return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.hparams.optim)

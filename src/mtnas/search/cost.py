@@ -37,12 +37,11 @@ def vit_arch_params(
 ) -> int:
     """Parameters of a ViT supernet subnet, analytically (no module is built): equal to
     `count_params(supernet.extract(arch))`, tested."""
-    from mtnas.supernet.vit import mlp_hidden, routes
+    from mtnas.supernet.vit import mlp_hidden
 
     d = arch.embed_dim
     n = in_chans * patch_size * patch_size * d + d + d + (1 + grid[0] * grid[1]) * d  # patch conv, cls, pos
-    distinct = {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}
-    for i, _ in distinct:
+    for i in _distinct_block_layers(arch, tasks):
         inner, hidden = arch.num_heads[i] * head_dim, mlp_hidden(d, arch.mlp_ratio[i])
         n += (
             2 * d
@@ -71,13 +70,12 @@ def vit_arch_flops(
 ) -> int:
     """FLOPs (2 per multiply-add) of one image through a ViT subnet, analytically; counts what torch's
     flop counter counts (matmuls, convolutions, attention), tested equal to `count_flops(extract(arch))`."""
-    from mtnas.supernet.vit import mlp_hidden, routes
+    from mtnas.supernet.vit import mlp_hidden
 
     d, g = arch.embed_dim, grid[0] * grid[1]
     n_tok = g + 1
     f = 2 * g * in_chans * patch_size * patch_size * d
-    distinct = {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}
-    for i, _ in distinct:
+    for i in _distinct_block_layers(arch, tasks):
         inner, hidden = arch.num_heads[i] * head_dim, mlp_hidden(d, arch.mlp_ratio[i])
         f += 2 * n_tok * d * 3 * inner  # qkv
         f += 4 * n_tok * n_tok * inner  # q·kᵀ and attn·v
@@ -87,3 +85,10 @@ def vit_arch_flops(
         h, c = arch.heads[t], out_channels[t]
         f += 2 * g * (num_levels * d * h + 9 * h * h + h * c)
     return f
+
+
+def _distinct_block_layers(arch, tasks: list[str]) -> list[int]:
+    """Layer index of every block a subnet runs: one per distinct (layer, path) node."""
+    from mtnas.supernet.vit import routes
+
+    return [i for i, _ in {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}]
