@@ -58,3 +58,30 @@ def run_cli(
     return subprocess.run(
         [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def dataset_run_args(experiment: str, root: Path, tasks: list[str], run_dir: Path, size=(32, 64)) -> list[str]:
+    """CLI arguments for a few supernet training steps of `+experiment=<experiment>` on a fixture dataset
+    (real readers, tiny ViT space, CPU): proves a user's `mtnas +experiment=<x>_search data.root=...`
+    reads, batches and trains on that format."""
+    return [
+        f"+experiment={experiment}",
+        f"data.root={root}",
+        f"tasks=[{','.join(tasks)}]",
+        f"data.image_size=[{size[0]},{size[1]}]",
+        "stage=supernet",
+        "trainer=cpu",
+        "space=vit_demo",
+        "budget=none",
+        "logger=none",
+        "supernet.max_epochs=1",
+        "supernet.num_random=0",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "data.batch_size=2",
+        "data.eval_batch_size=2",
+        "data.num_workers=0",
+        f"hydra.run.dir={run_dir}",
+    ]

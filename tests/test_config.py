@@ -43,7 +43,7 @@ def test_every_group_option_composes(group, option, tmp_path):
         ("tasks=[semseg,sky]", "tasks"),
         ("tasks=[]", "tasks"),
         ("tasks=[depth,depth]", "tasks"),
-        ("data.name=kitti", "data.name"),
+        ("data.format=kitti", "data.format"),
         ("stage=search_everything", "stage"),
         ("optim.lr=-1", "optim.lr"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),

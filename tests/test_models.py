@@ -9,8 +9,8 @@ from mtnas.nn import build_multitask_net
 from mtnas.search.cost import count_flops, count_params
 
 TASKS = {
-    "semseg": {"type": "semseg", "num_classes": 5, "folder": "label"},
-    "depth": {"type": "depth", "folder": "depth"},
+    "semseg": {"type": "semseg", "num_classes": 5, "source": "label"},
+    "depth": {"type": "depth", "source": "depth"},
 }
 
 

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from mtnas.data.files import Target
 from mtnas.data.npy_folder import NpyFolderDataset
 from mtnas.errors import DataError
 
 H, W = 288, 384
-TARGETS = {"semseg": ("label", "semseg"), "depth": ("depth", "depth"), "normal": ("normal", "normal")}
+TARGETS = {
+    "semseg": Target("semseg", "semseg", "label", num_classes=13),
+    "depth": Target("depth", "depth", "depth"),
+    "normal": Target("normal", "normal", "normal"),
+}
 
 
 def write_nyuv2(root, splits=(("train", 2), ("val", 2)), seed=0):

@@ -13,7 +13,6 @@ STAGES = ("all", "baselines", "train", "supernet", "search", "retrain", "evaluat
 NAS_STAGES = ("supernet", "search", "retrain")
 SEARCHERS = ("evolution", "random")
 RETRAIN_INITS = ("inherited", "scratch")
-DATASETS = ("synthetic", "nyuv2")
 LOGGERS = ("wandb", "csv", "none")
 WEIGHTINGS = ("fixed", "uncertainty")
 BASELINE_SOURCES = ("run", "config")
@@ -42,7 +41,10 @@ def validate(cfg: DictConfig) -> None:
     from mtnas.tasks import TASK_TYPES  # imported here: `mtnas --help` must stay torch-free
 
     _choice(cfg, "stage", STAGES)
-    name = _choice(cfg, "data.name", DATASETS)
+    from mtnas.data.formats import FORMATS
+
+    name = OmegaConf.select(cfg, "data.name")
+    _choice(cfg, "data.format", tuple(FORMATS))
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "loss.weighting", WEIGHTINGS)
     source = _choice(cfg, "baselines.source", BASELINE_SOURCES)
@@ -52,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.root", f"the {name} dataset needs its folder: add `data.root=/path/to/{name}`."
         )
-    if name != "synthetic":
+    if not cfg.data.get("synthetic"):
         root = Path(str(cfg.data.root)).expanduser()
         if not root.is_dir():
             raise DataError(root, "dataset folder (`data.root`) does not exist.")
@@ -86,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "optim.lr")
     _positive(cfg, "trainer.max_epochs", int)
     _positive(cfg, "data.batch_size", int)
-    if name == "synthetic":
+    if cfg.data.get("synthetic"):
         for key in ("height", "width", "num_train", "num_val", "num_test"):
             _positive(cfg, f"data.synthetic.{key}", int)
         if cfg.data.synthetic.height < 32 or cfg.data.synthetic.width < 32:

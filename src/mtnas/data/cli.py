@@ -1,7 +1,11 @@
 """`mtnas-data`: dataset tools.
 
-mtnas-data check nyuv2 /path/to/nyuv2       validate every file; summary; exit 1 on problems
+mtnas-data check <dataset> /path/to/root [--tasks a,b]   read every file of every split with the same
+                                                           checks training uses; summary; exit 1 on problems
 mtnas-data generate /path/to/out [--height H --width W --train N --val N --test N --seed S]
+
+`<dataset>` is the name of a data config (`conf/data/<dataset>.yaml`), so `check` validates exactly
+what `mtnas data=<dataset>` will read.
 """
 
 from __future__ import annotations
@@ -9,86 +13,76 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-# Per dataset: the task folders and kinds of the .npy layout, and the expected size / classes.
-LAYOUTS = {
-    "nyuv2": {
-        "folders": {"label": "semseg", "depth": "depth", "normal": "normal"},
-        "optional": {"edge": "edge"},
-        "size": (288, 384),
-        "num_classes": 13,
-        "splits": ("train", "val"),
-    },
-    "synthetic": {
-        "folders": {"label": "semseg", "depth": "depth", "normal": "normal", "edge": "edge"},
-        "optional": {},
-        "size": None,
-        "num_classes": 7,
-        "splits": ("train", "val", "test"),
-    },
-}
+from typing import Any
 
 
-def check(name: str, root: Path, max_problems: int = 20) -> int:
-    """Read every file of the layout; print the first problems (file names) and a summary."""
+def data_configs() -> list[str]:
+    from mtnas.cli import config_dir
+
+    return sorted(p.stem for p in (Path(config_dir()) / "data").glob("*.yaml"))
+
+
+def load_data_config(name: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from mtnas.cli import config_dir
+
+    return OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "data" / f"{name}.yaml"))
+
+
+def check(name: str, root: Path, tasks: list[str] | None = None, max_problems: int = 20) -> int:
+    """Index and read every sample of every split; print the first problems (file names) and a summary."""
     import numpy as np
     from rich.console import Console
+    from rich.progress import track
     from rich.table import Table
 
-    from mtnas.data.npy_folder import check_array, check_values, list_indices
-    from mtnas.errors import DataError
+    from mtnas.data.formats import build_dataset, split_name
+    from mtnas.errors import DataError, MtnasError
 
     console = Console()
-    layout = LAYOUTS[name]
-    problems: list[str] = []
-    summary = Table(title=f"{name} at {root}")
-    for col in ("split", "samples", "folders"):
-        summary.add_column(col)
-    hist = np.zeros(layout["num_classes"] + 1, dtype=np.int64)  # last bin: ignore (−1)
+    cfg = load_data_config(name)
+    available = cfg["available_tasks"]
+    if tasks is None:
+        tasks = [t for t, spec in available.items() if not spec.get("optional")]
+    unknown = [t for t in tasks if t not in available]
+    if unknown:
+        console.print(f"[red]✗ unknown task(s) {unknown}; {name} provides {sorted(available)}[/]")
+        return 2
     if not root.is_dir():
         console.print(f"[red]✗ {root}: dataset root does not exist[/]")
         return 1
-    for split in layout["splits"]:
-        split_dir = root / split
-        folders = {"image": "image", **layout["folders"]}
-        folders.update({f: k for f, k in layout["optional"].items() if (split_dir / f).is_dir()})
+    problems: list[str] = []
+    summary = Table(title=f"{name} at {root}")
+    for col in ("split", "samples", "targets"):
+        summary.add_column(col)
+    semseg = {t: available[t]["num_classes"] for t in tasks if available[t].get("type", t) == "semseg"}
+    hists = {t: np.zeros(n + 1, dtype=np.int64) for t, n in semseg.items()}  # last bin: ignore (−1)
+    splits = dict.fromkeys(split_name(cfg, role) for role in ("train", "val", "test"))
+    for split in splits:
         try:
-            indices = list_indices(split_dir / "image")
-        except DataError as e:
+            ds = build_dataset(cfg, root, split, tasks, strict=False)
+        except MtnasError as e:
             problems.append(str(e))
+            summary.add_row(split, "—", "unreadable")
             continue
-        for folder in folders:
-            if folder == "image":
-                continue
+        problems += ds.index_problems + ds.check_split()
+        for i in track(range(len(ds)), description=f"checking {split}", console=console, transient=True):
             try:
-                if len(list_indices(split_dir / folder)) != len(indices):
-                    problems.append(f"{split_dir / folder}: file count differs from image/ ({len(indices)})")
+                arrays = ds.load_arrays(i)
             except DataError as e:
                 problems.append(str(e))
-        for i in indices:
-            for folder, kind in folders.items():
-                path = split_dir / folder / f"{i}.npy"
-                if not path.exists():
-                    continue  # counted above
-                try:
-                    arr = np.load(path, allow_pickle=False)
-                except Exception as e:  # noqa: BLE001 - any unreadable file is a reported problem
-                    problems.append(f"{path}: not a readable .npy array ({e})")
-                    continue
-                found = check_array(path, arr, kind, layout["size"])
-                found = found or check_values(path, arr, kind, layout["num_classes"])
-                problems += found
-                if kind == "semseg" and not found:
-                    labels = arr.astype(np.int64).ravel()
-                    hist += np.bincount(
-                        np.where(labels < 0, layout["num_classes"], labels), minlength=len(hist)
-                    )
-        summary.add_row(split, str(len(indices)), ", ".join(folders))
+                continue
+            for t, hist in hists.items():
+                labels = np.asarray(arrays[t]).astype(np.int64).ravel()
+                hist += np.bincount(np.where(labels < 0, len(hist) - 1, labels), minlength=len(hist))
+        summary.add_row(split, str(len(ds)), ", ".join(tasks))
     console.print(summary)
-    total = hist.sum()
-    if total:
-        shares = " ".join(f"{c}:{100 * n / total:.1f}%" for c, n in enumerate(hist[:-1]))
-        console.print(f"class histogram (pixels): {shares} ignore:{100 * hist[-1] / total:.1f}%")
+    for t, hist in hists.items():
+        total = hist.sum()
+        if total:
+            shares = " ".join(f"{c}:{100 * n / total:.1f}%" for c, n in enumerate(hist[:-1]))
+            console.print(f"{t} class histogram (pixels): {shares} ignore:{100 * hist[-1] / total:.1f}%")
     if problems:
         console.print(f"[red]✗ {len(problems)} problem(s); the first {min(len(problems), max_problems)}:[/]")
         for p in problems[:max_problems]:
@@ -102,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mtnas-data", description="mtnas dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate a dataset folder")
-    p_check.add_argument("dataset", choices=sorted(LAYOUTS))
+    p_check.add_argument("dataset", choices=data_configs(), help="a data config name (conf/data/)")
     p_check.add_argument("root", type=Path)
+    p_check.add_argument("--tasks", help="comma-separated tasks to check (default: every non-optional one)")
     p_gen = sub.add_parser("generate", help="write the synthetic dataset (NYUv2 layout) to a folder")
     p_gen.add_argument("out", type=Path)
     for flag, default in (
@@ -117,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         p_gen.add_argument(f"--{flag}", type=int, default=default)
     args = parser.parse_args(argv)
     if args.command == "check":
-        sys.exit(check(args.dataset, args.root.expanduser()))
+        tasks = args.tasks.split(",") if args.tasks else None
+        sys.exit(check(args.dataset, args.root.expanduser(), tasks))
     from mtnas.data.synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec(args.height, args.width, args.train, args.val, args.test, args.seed)

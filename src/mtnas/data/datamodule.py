@@ -1,4 +1,4 @@
-"""LightningDataModule for datasets in the `.npy` folder layout (NYUv2 and the synthetic dataset)."""
+"""LightningDataModule for every dataset format (`mtnas.data.formats`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from mtnas.data.npy_folder import NpyFolderDataset
+from mtnas.data.files import FileDataset
+from mtnas.data.formats import build_dataset
 from mtnas.data.synthetic import SyntheticSpec, generate
 from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
 from mtnas.errors import ConfigError
 
-DATASETS = ("synthetic", "nyuv2")
-
 
 def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: bool = True) -> Path:
     """The dataset folder: the configured `data.root`, or the synthetic cache (generated on first use)."""
-    if data_cfg["name"] == "synthetic":
+    if data_cfg.get("synthetic"):
         return generate(SyntheticSpec(**data_cfg["synthetic"]), cache_dir, progress=progress)
     if not data_cfg.get("root"):
         raise ConfigError(
@@ -29,7 +28,7 @@ def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: b
 
 
 def image_size(data_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    if data_cfg["name"] == "synthetic":
+    if data_cfg.get("synthetic"):
         return int(data_cfg["synthetic"]["height"]), int(data_cfg["synthetic"]["width"])
     return tuple(int(x) for x in data_cfg["image_size"])
 
@@ -47,10 +46,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.task_names = list(tasks)
         self.cache_dir = cache_dir
         self.progress = progress
-        specs = self.cfg["available_tasks"]
-        self.targets = {t: (specs[t]["folder"], specs[t].get("type", t)) for t in self.task_names}
-        self.num_classes = {t: specs[t]["num_classes"] for t in self.task_names if "num_classes" in specs[t]}
-        self.datasets: dict[str, NpyFolderDataset] = {}
+        self.datasets: dict[str, FileDataset] = {}
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -59,18 +55,16 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         resolve_root(self.cfg, self.cache_dir, self.progress)  # generates synthetic data once (rank 0)
 
-    def _dataset(self, split: str) -> NpyFolderDataset:
+    def _dataset(self, split: str) -> FileDataset:
         if split not in self.datasets:
             root = resolve_root(self.cfg, self.cache_dir, progress=False)
-            on_disk = split if split != "test" or (root / "test").is_dir() else "val"
             transform = None
             if split == "train" and self.cfg.get("augment", True):
                 transform = Compose(
                     [RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()]
                 )
-            self.datasets[split] = NpyFolderDataset(
-                root, on_disk, self.targets, self.image_size, transform, self.num_classes
-            )
+            cfg = {**self.cfg, "image_size": self.image_size}
+            self.datasets[split] = build_dataset(cfg, root, split, self.task_names, transform)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:

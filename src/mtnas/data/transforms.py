@@ -1,7 +1,7 @@
 """Joint augmentations that keep every target consistent with the image.
 
 A sample is `dict[str, Tensor]` in channel-first layout; `kinds` maps each key to its task type
-("image", "semseg", "depth", "normal", "edge"), which decides how it is resampled and transformed.
+(`mtnas.data.files.KINDS`), which decides how it is resampled and transformed.
 """
 
 from __future__ import annotations
@@ -9,18 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-
-def _resize(x: Tensor, size: tuple[int, int], kind: str) -> Tensor:
-    if kind == "image":
-        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-    # Nearest for every target: interpolating would blend labels, and mix invalid (0) pixels into
-    # depth and normals.
-    if kind == "semseg":
-        return F.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0].to(x.dtype)
-    return F.interpolate(x[None], size=size, mode="nearest")[0]
+from mtnas.data.files import resize
 
 
 class RandomScaleCrop:
@@ -42,7 +33,7 @@ class RandomScaleCrop:
         j = int(torch.randint(w - cw + 1, ()))
         out = {}
         for key, x in sample.items():
-            x = _resize(x[..., i : i + ch, j : j + cw], (h, w), kinds[key])
+            x = resize(x[..., i : i + ch, j : j + cw], (h, w), kinds[key])
             out[key] = x / s if kinds[key] == "depth" else x
         return out
 

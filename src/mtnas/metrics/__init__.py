@@ -4,6 +4,16 @@ from mtnas.metrics.delta_m import delta_m
 from mtnas.metrics.depth import DepthMetrics
 from mtnas.metrics.edge import BoundaryFScore
 from mtnas.metrics.normal import NormalMetrics
+from mtnas.metrics.regression import RegressionMetrics
+from mtnas.metrics.saliency import SaliencyMetrics
 from mtnas.metrics.semseg import SemsegMetrics
 
-__all__ = ["BoundaryFScore", "DepthMetrics", "NormalMetrics", "SemsegMetrics", "delta_m"]
+__all__ = [
+    "BoundaryFScore",
+    "DepthMetrics",
+    "NormalMetrics",
+    "RegressionMetrics",
+    "SaliencyMetrics",
+    "SemsegMetrics",
+    "delta_m",
+]

@@ -10,16 +10,21 @@ from mtnas.tasks.base import Task
 from mtnas.tasks.depth import DepthTask
 from mtnas.tasks.edge import EdgeTask
 from mtnas.tasks.normal import NormalTask
+from mtnas.tasks.regression import RegressionTask
+from mtnas.tasks.saliency import SaliencyTask
 from mtnas.tasks.semseg import SemsegTask
 
-TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (SemsegTask, DepthTask, NormalTask, EdgeTask)}
+TASK_TYPES: dict[str, type[Task]] = {
+    t.type: t for t in (SemsegTask, DepthTask, NormalTask, EdgeTask, RegressionTask, SaliencyTask)
+}
 
 
 def build_task(name: str, spec: Mapping[str, Any]) -> Task:
     """`spec` is a dataset's entry in `data.available_tasks`: `{type: semseg, num_classes: 13, ...}`."""
     params = dict(spec)
     type_ = params.pop("type", name)
-    params.pop("folder", None)  # where the reader finds the target; not the task's concern
+    for reader_key in ("source", "optional"):  # where/whether the reader finds the target
+        params.pop(reader_key, None)
     if type_ not in TASK_TYPES:
         raise ConfigError(
             f"data.available_tasks.{name}.type",

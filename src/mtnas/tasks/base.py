@@ -18,6 +18,7 @@ class Task(ABC):
     """
 
     type: ClassVar[str]
+    kind: ClassVar[str]  # the target's array convention (mtnas.data.files.KINDS)
     main_metric: ClassVar[str]
     default_delta_m_metrics: ClassVar[tuple[str, ...]]
 

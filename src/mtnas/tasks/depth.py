@@ -10,6 +10,7 @@ class DepthTask(Task):
     """Metric depth. Target (B, 1, H, W) float in metres, 0 = invalid. Loss: L1 on valid pixels."""
 
     type = "depth"
+    kind = "depth"
     main_metric = "abs_err"
     default_delta_m_metrics = ("abs_err", "rel_err")
 

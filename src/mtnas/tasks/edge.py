@@ -7,6 +7,22 @@ from mtnas.metrics import BoundaryFScore
 from mtnas.tasks.base import Task
 
 
+def balanced_bce(pred: Tensor, target: Tensor, ignore_index: int, pos_weight: float | None = None) -> Tensor:
+    """BCE on logits where each class is weighted by the other's frequency among valid pixels (or by a fixed
+    `pos_weight` for the positive class), normalised so the scale does not depend on the positive share."""
+    valid = target != ignore_index
+    if not valid.any():
+        return pred.sum() * 0.0
+    t = (target == 1).float()
+    if pos_weight is None:
+        pos_frac = t[valid].mean().clamp(0.01, 0.99)
+        w_pos, w_neg = 1.0 - pos_frac, pos_frac
+    else:
+        w_pos, w_neg = pos_weight, 1.0 - pos_weight
+    weight = (t * w_pos + (1 - t) * w_neg) * valid
+    return F.binary_cross_entropy_with_logits(pred, t, weight=weight, reduction="sum") / weight.sum()
+
+
 class EdgeTask(Task):
     """Binary boundaries. Target (B, 1, H, W) with 1 = edge, 0 = not, `ignore_index` = unlabeled.
 
@@ -14,6 +30,7 @@ class EdgeTask(Task):
     in the batch unless a fixed `pos_weight` (weight of the edge class, in (0, 1)) is given."""
 
     type = "edge"
+    kind = "binary"
     main_metric = "odsf"
     default_delta_m_metrics = ("odsf",)
 
@@ -31,18 +48,7 @@ class EdgeTask(Task):
         self.ignore_index = ignore_index
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        valid = target != self.ignore_index
-        if not valid.any():
-            return pred.sum() * 0.0
-        t = (target == 1).float()
-        if self.pos_weight is None:
-            pos_frac = t[valid].mean().clamp(0.01, 0.99)
-            w_pos, w_neg = 1.0 - pos_frac, pos_frac
-        else:
-            w_pos, w_neg = self.pos_weight, 1.0 - self.pos_weight
-        weight = (t * w_pos + (1 - t) * w_neg) * valid
-        # Normalised so the loss scale does not depend on edge density.
-        return F.binary_cross_entropy_with_logits(pred, t, weight=weight, reduction="sum") / weight.sum()
+        return balanced_bce(pred, target, self.ignore_index, self.pos_weight)
 
     def metrics(self, **kwargs) -> BoundaryFScore:
         return BoundaryFScore(max_dist=self.max_dist, ignore_index=self.ignore_index, **kwargs)

@@ -12,6 +12,7 @@ class NormalTask(Task):
     Loss: 1 − cosine similarity on valid pixels (the prediction is normalised first)."""
 
     type = "normal"
+    kind = "normal"
     main_metric = "mean"
     default_delta_m_metrics = ("mean", "median", "within_11_25", "within_22_5", "within_30")
 

@@ -11,6 +11,7 @@ class SemsegTask(Task):
     """Per-pixel classification. Target (B, H, W) long; `ignore_index` marks unlabeled pixels."""
 
     type = "semseg"
+    kind = "semseg"
     main_metric = "miou"
     default_delta_m_metrics = ("miou", "pixel_acc")
 

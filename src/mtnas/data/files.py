@@ -1,0 +1,292 @@
+"""The base every on-disk dataset format builds on: index the files, decode them, check them.
+
+A format (one subclass of `FileDataset` per layout people download) answers two questions:
+
+* `index()`: which samples does this split hold, and which file(s) hold each of its targets?
+* `decode(key, ref)`: read one target of one sample into the *array convention* below.
+
+Everything else is shared, so every format gets the same guarantees: the layout is indexed and the first
+sample fully checked when a run starts; every sample is checked again when it is read (a file of the wrong
+shape, dtype or value range is a `DataError` naming the file, never a silent wrong label); with
+`skip_bad_samples=True` a bad sample is replaced by the next good one, with a warning and a running count;
+and `mtnas-data check` runs the same checks on every file.
+
+Array convention (channel-last numpy, before conversion to the batch convention of DESIGN.md §3):
+
+    image       H×W×3 float in [0, 1]
+    semseg      H×W integral classes 0..C−1, −1 = ignore            → (H, W) long
+    depth       H×W×1 float ≥ 0, 0 = invalid                        → (1, H, W)
+    normal      H×W×3 float unit vectors, 0 = invalid               → (3, H, W)
+    binary      H×W in {0, 1, 255}, 255 = ignore (edges, saliency)  → (1, H, W)
+    regression  H×W×C float, NaN = invalid                          → (C, H, W)
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mtnas.errors import DataError
+
+KINDS = ("image", "semseg", "depth", "normal", "binary", "regression")
+_FIXED_CHANNELS: dict[str, int | None] = {"image": 3, "semseg": None, "depth": 1, "normal": 3, "binary": None}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target a reader must produce: the task name, its array kind, where the reader finds it
+    (`source`: a folder, a Taskonomy domain, … as the format defines) and what checks need."""
+
+    name: str
+    kind: str
+    source: Any = None
+    num_classes: int | None = None
+    channels: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the rest of the task's data spec
+
+    @property
+    def expected_channels(self) -> int | None:
+        return self.channels if self.kind == "regression" else _FIXED_CHANNELS[self.kind]
+
+
+IMAGE = Target("image", "image")
+
+
+def check_array(path: Any, arr: np.ndarray, target: Target, size: tuple[int, int] | None) -> list[str]:
+    """Problems with one decoded array (empty = fine). Cheap: shape, dtype, finiteness."""
+    channels = target.expected_channels
+    want_ndim = 2 if channels is None else 3
+    if arr.ndim != want_ndim or (channels is not None and arr.shape[-1] != channels):
+        want = "H×W" if channels is None else f"H×W×{channels}"
+        return [f"{path}: shape {tuple(arr.shape)}, expected {want}"]
+    problems = []
+    if size is not None and tuple(arr.shape[:2]) != tuple(size):
+        problems.append(f"{path}: size {tuple(arr.shape[:2])}, expected {tuple(size)} (data.image_size)")
+    if not np.issubdtype(arr.dtype, np.number):
+        return [*problems, f"{path}: dtype {arr.dtype}, expected a numeric array"]
+    if target.kind == "image" and not np.issubdtype(arr.dtype, np.floating):
+        problems.append(f"{path}: dtype {arr.dtype}, expected float RGB in [0, 1]")
+    finite = np.isfinite(arr) if target.kind != "regression" else ~np.isinf(arr)
+    if not finite.all():
+        problems.append(f"{path}: contains {'inf' if target.kind == 'regression' else 'NaN or inf'}")
+    return problems
+
+
+def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
+    """Problems with the values of a decoded array of the right shape (value ranges, label sets)."""
+    kind, n = target.kind, target.num_classes
+    if kind == "semseg" and n is not None:
+        ok = (arr == -1) | ((arr >= 0) & (arr < n))
+        if not ok.all():
+            return [f"{path}: label value {float(arr[~ok].flat[0]):g} outside {{-1, 0..{n - 1}}}"]
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
+            return [f"{path}: non-integral label {float(arr[arr != np.round(arr)].flat[0]):g}"]
+    if kind == "depth" and (arr < 0).any():
+        return [f"{path}: negative depth (0 marks invalid pixels)"]
+    if kind == "image" and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
+        return [f"{path}: image values in [{arr.min():.3g}, {arr.max():.3g}], expected [0, 1]"]
+    if kind == "binary" and not np.isin(arr, (0, 1, 255)).all():
+        return [f"{path}: values must be 0, 1 (or 255 = ignore)"]
+    if kind == "normal":
+        norm = np.linalg.norm(arr, axis=-1)
+        if ((norm > 1e-3) & (np.abs(norm - 1) > 0.05)).any():
+            return [f"{path}: normals must be unit vectors (or 0 = invalid); found length {norm.max():.3g}"]
+    return []
+
+
+def to_tensor(arr: np.ndarray, kind: str) -> Tensor:
+    if kind == "semseg":
+        return torch.from_numpy(np.asarray(arr)).round().long()
+    t = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    if t.ndim == 2:
+        return t[None]
+    return t.permute(2, 0, 1).contiguous()
+
+
+def resize(x: Tensor, size: tuple[int, int], kind: str) -> Tensor:
+    """Resize one channel-first sample entry. Bilinear for images; nearest for every target, because
+    interpolating would blend labels and mix invalid pixels into depth, normals and regression maps."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if kind == "image":
+        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+    if kind == "semseg":
+        return F.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0].to(x.dtype)
+    return F.interpolate(x[None], size=size, mode="nearest")[0]
+
+
+class FileDataset(Dataset, ABC):
+    """One split of a dataset in some on-disk format. Samples are `dict[str, Tensor]` with `image` and one
+    entry per target, in the batch convention.
+
+    Subclasses implement `index` and `decode`; `check_split` lets a format report split-level problems
+    (split file sizes, …) to `mtnas-data check`. `resize_to_image_size`: formats whose images come in
+    several sizes (PASCAL, Cityscapes, Taskonomy) are resized to `image_size`; preprocessed fixed-size
+    formats are checked to already have it.
+    """
+
+    resize_to_image_size: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        targets: Mapping[str, Target],
+        image_size: tuple[int, int] | None = None,
+        transform: Callable | None = None,
+        skip_bad_samples: bool = False,
+        options: Mapping[str, Any] | None = None,
+        strict: bool = True,
+    ):
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.targets = {"image": IMAGE, **dict(targets)}
+        self.image_size = tuple(int(s) for s in image_size) if image_size else None
+        self.transform = transform
+        self.skip_bad_samples = skip_bad_samples
+        self.options = dict(options or {})
+        self.kinds = {key: t.kind for key, t in self.targets.items()}
+        self.num_skipped = 0
+        if not self.root.is_dir():
+            raise DataError(self.root, "dataset root does not exist (set `data.root`).")
+        # Layout problems: samples whose files are missing are dropped from the index and reported.
+        self.index_problems: list[str] = []
+        self.samples: list[dict[str, Any]] = self.index()
+        if strict:
+            self._start_up_check()
+
+    # --- what a format implements -------------------------------------------------------------
+    @abstractmethod
+    def index(self) -> list[dict[str, Any]]:
+        """One dict per sample: `id` (a short name for messages) and, per key of `self.targets`, whatever
+        `decode` needs to find that target (usually a `Path`). Raise `DataError` when the split as a whole
+        is unusable; append to `self.index_problems` for single samples with missing files (and leave them
+        out)."""
+
+    @abstractmethod
+    def decode(self, key: str, ref: Any) -> np.ndarray:
+        """Read target `key` (or `image`) from `ref` into the array convention of the module docstring.
+        Raise `DataError` naming the file when it cannot be read."""
+
+    # --- shared machinery -----------------------------------------------------------------------
+    def _start_up_check(self) -> None:
+        if self.index_problems and not self.skip_bad_samples:
+            raise DataError(
+                self.index_problems[0].split(": ", 1)[0],
+                self.index_problems[0].split(": ", 1)[-1]
+                + f" ({len(self.index_problems)} problem(s) in the {self.split} split; "
+                "`mtnas-data check` lists them, `data.skip_bad_samples=true` skips such samples).",
+            )
+        if self.index_problems:
+            warnings.warn(
+                f"{self.root} [{self.split}]: skipping {len(self.index_problems)} sample(s) with missing "
+                f"files (data.skip_bad_samples=true), e.g. {self.index_problems[0]}",
+                stacklevel=2,
+            )
+        if not self.samples:
+            raise DataError(self.root, f"the {self.split} split has no samples.")
+        # Cheap check of one whole sample, so a wrong layout fails now rather than mid-epoch.
+        problems = self.check_sample(0)
+        if problems:
+            path, _, msg = problems[0].partition(": ")
+            raise DataError(path, msg)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_id(self, index: int) -> str:
+        return str(self.samples[index].get("id", index))
+
+    def load_arrays(self, index: int) -> dict[str, np.ndarray]:
+        """Decode and fully check one sample; `DataError` names the first bad file."""
+        sample = self.samples[index]
+        arrays = {}
+        for key, target in self.targets.items():
+            ref = sample[key]
+            arr = self.decode(key, ref)
+            size = None if self.resize_to_image_size else self.image_size
+            problems = check_array(ref, arr, target, size) or check_values(ref, arr, target)
+            if problems:
+                raise DataError(ref, problems[0].split(": ", 1)[1])
+            arrays[key] = arr
+        shapes = {k: a.shape[:2] for k, a in arrays.items()}
+        if len(set(shapes.values())) > 1:
+            raise DataError(sample["image"], f"sample {self.sample_id(index)}: sizes differ {shapes}")
+        return arrays
+
+    def check_sample(self, index: int) -> list[str]:
+        try:
+            self.load_arrays(index)
+        except DataError as e:
+            return [str(e)]
+        return []
+
+    def check_split(self) -> list[str]:
+        """Split-level problems beyond missing files (override to check e.g. expected split sizes)."""
+        return []
+
+    def load(self, index: int) -> dict[str, Tensor]:
+        arrays = self.load_arrays(index)
+        sample = {k: to_tensor(a, self.kinds[k]) for k, a in arrays.items()}
+        if self.resize_to_image_size and self.image_size is not None:
+            sample = {k: resize(x, self.image_size, self.kinds[k]) for k, x in sample.items()}
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                sample = self.load(i)
+            except DataError as e:
+                if not self.skip_bad_samples:
+                    raise
+                self.num_skipped += 1
+                warnings.warn(
+                    f"skipped bad sample ({e}); {self.num_skipped} skipped so far in this process "
+                    "(data.skip_bad_samples=true)",
+                    stacklevel=2,
+                )
+                continue
+            return self.transform(sample, self.kinds) if self.transform is not None else sample
+        raise DataError(self.root, f"no readable sample in the {self.split} split.")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit RGB image file as H×W×3 float in [0, 1]."""
+    return read_png(path, mode="RGB").astype(np.float32) / 255.0
+
+
+def read_png(path: Path, mode: str | None = None) -> np.ndarray:
+    """Any PIL-readable image as a numpy array, keeping 16-bit PNGs 16-bit (mode "I;16" → uint16).
+    `mode` converts (e.g. "RGB"); `DataError` names the file when it is missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if mode is not None and im.mode != mode:
+                im = im.convert(mode)
+            arr = np.array(im)
+    except FileNotFoundError:
+        raise DataError(path, "file is missing.") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(path, f"not a readable image ({e}).") from None
+    return arr
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(path, "file is missing.") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(path, f"not a readable .npy array ({e}).") from None
