@@ -60,7 +60,9 @@ def run_cli(
     )
 
 
-def dataset_run_args(experiment: str, root: Path, tasks: list[str], run_dir: Path, size=(32, 64)) -> list[str]:
+def dataset_run_args(
+    experiment: str, root: Path, tasks: list[str], run_dir: Path, size=(32, 64)
+) -> list[str]:
     """CLI arguments for a few supernet training steps of `+experiment=<experiment>` on a fixture dataset
     (real readers, tiny ViT space, CPU): proves a user's `mtnas +experiment=<x>_search data.root=...`
     reads, batches and trains on that format."""
