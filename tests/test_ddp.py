@@ -143,3 +143,21 @@ def test_nas_pipeline_under_ddp_sim(tmp_path, cache_dir):
     deltas = [json.loads(line)["delta_m"] for line in lines]
     assert len(set(deltas)) > 1  # processes scored their own candidates (no cross-process metric sync)
     assert (run_dir / "retrain/best.ckpt").is_file() and (run_dir / "results.json").is_file()
+
+    # `stage=search` alone, under DDP, from the trained supernet: a fresh search with the same seed picks
+    # the same arch. A latency budget makes rank 0 time each arch and broadcast it (ranks must agree).
+    chosen = (run_dir / "arch.yaml").read_text()
+    for rel in ("search/population.jsonl", "search/pareto.json", "arch.yaml"):
+        (run_dir / rel).unlink()
+    args = [
+        *NAS_TINY,
+        "trainer=ddp_sim",
+        "stage=search",
+        "budget.latency_ms_max=1e6",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (run_dir / "arch.yaml").read_text().splitlines()[2:] == chosen.splitlines()[2:]
+    records = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
+    assert len(records) == len(lines) and all(r["cost"]["latency_ms"] > 0 for r in records)

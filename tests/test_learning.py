@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def _constant_predictor_metrics(dm, tasks):
     """Metrics of the best constant predictions: majority class, mean train depth, mean train normal."""
     train = dm._dataset("train")
-    samples = [train.load_raw(i) for i in range(len(train))]
+    samples = [train.load_arrays(i) for i in range(len(train))]
     import numpy as np
 
     labels = np.concatenate([s["semseg"].ravel() for s in samples])

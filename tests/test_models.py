@@ -85,3 +85,33 @@ def test_warmup_cosine_schedule_shape():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # decays monotonically
     assert f[110] == pytest.approx(0.01) and f[119] == pytest.approx(0.01)  # stays at the floor past the end
+
+
+def test_loss_stride_predicts_and_scores_at_the_reduced_size():
+    from mtnas.lit.multitask import loss_targets
+    from mtnas.tasks import build_tasks
+
+    tasks = build_tasks(
+        ["semseg", "depth", "edge"],
+        {**TASKS, "edge": {"type": "edge", "source": "edge"}},
+    )
+    semseg = torch.zeros(1, 8, 8, dtype=torch.long)
+    semseg[:, :, 4:] = 3
+    semseg[:, 0, 0] = -1
+    edge = torch.zeros(1, 1, 8, 8)
+    edge[0, 0, 3, 5] = 1  # a thin edge off the nearest-sampling grid must survive
+    edge[0, 0, 6:, 6:] = 255
+    depth = torch.arange(64.0).reshape(1, 1, 8, 8)
+    batch = {"image": torch.zeros(1, 3, 8, 8), "semseg": semseg, "depth": depth, "edge": edge}
+    assert loss_targets(tasks, batch, 1) == (None, batch)
+    size, t = loss_targets(tasks, batch, 2)
+    assert size == (4, 4)
+    assert t["semseg"].dtype == torch.long and t["semseg"][0, 0, 0] == -1
+    assert (t["semseg"][0, :, 2:] == 3).all() and (t["semseg"][0, 1:, :2] == 0).all()
+    assert t["edge"][0, 0, 1, 2] == 1 and t["edge"][0, 0, 3, 3] == 255 and t["edge"].sum() == 1 + 255
+    assert set(t["depth"].flatten().tolist()) <= set(depth.flatten().tolist())  # no blending
+
+    net = build_multitask_net(
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"semseg": 5, "depth": 1}, (64, 96)
+    )
+    assert net(torch.randn(2, 3, 64, 96), (16, 24))["semseg"].shape == (2, 5, 16, 24)

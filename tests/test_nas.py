@@ -30,7 +30,8 @@ NAS_TINY = [
 
 def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = [*NAS_TINY, "logger=wandb", f"hydra.run.dir={run_dir}"]  # the demo's logger, offline
+    # The demo's logger (offline); every candidate's latency measured too.
+    args = [*NAS_TINY, "logger=wandb", "latency.in_search=true", f"hydra.run.dir={run_dir}"]
     res = run_cli(args, tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-4000:]
     for rel in [
@@ -51,8 +52,13 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     assert results["search"]["evaluated"] >= 6
     assert results["search"]["arch"] == yaml.safe_load((run_dir / "arch.yaml").read_text())
     assert isinstance(results["models"]["multitask"]["delta_m"], float)
+    assert all(m["latency_ms"] > 0 for m in results["models"].values())
+    assert "latency (ms)" in (run_dir / "report.md").read_text()
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
-    front = json.loads((run_dir / "search/pareto.json").read_text())["params"]
+    fronts = json.loads((run_dir / "search/pareto.json").read_text())
+    assert set(fronts) == {"params", "flops", "latency_ms"}
+    assert all(r["cost"]["latency_ms"] > 0 for r in population)
+    front = fronts["params"]
     assert {json.dumps(r["arch"], sort_keys=True) for r in front} <= {
         json.dumps(r["arch"], sort_keys=True) for r in population
     }

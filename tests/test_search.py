@@ -106,3 +106,30 @@ def test_infeasible_budget_is_a_config_error():
     with pytest.raises(ConfigError, match="budget.latency"):
         Budget.from_config({"latency": 3})
     Budget(params_max=large["params"]).check_feasible(small, large)
+
+
+def test_latency_budget_and_cached_measurements(tmp_path):
+    import torch
+
+    from mtnas.search.cost import measure_latency
+    from mtnas.search.latency import LatencyTable
+
+    small, large = {**cost(SPACE.smallest()), "latency_ms": 2.0}, {**cost(SPACE.largest()), "latency_ms": 9.0}
+    budget = Budget.from_config({"latency_ms_max": 5})
+    assert budget.limits_latency and not Budget().limits_latency
+    assert budget.satisfied(small) and not budget.satisfied(large)
+    with pytest.raises(ConfigError, match="budget.latency_ms_max"):
+        Budget(latency_ms_max=1.0).check_feasible(small, large)
+
+    calls = []
+    table = LatencyTable(tmp_path / "lat.json", torch.device("cpu"), 1, (32, 32))
+    assert table("a", lambda: calls.append(1) or 3.0) == 3.0
+    assert table("a", lambda: calls.append(1) or 99.0) == 3.0  # cached: measured once
+    again = LatencyTable(tmp_path / "lat.json", torch.device("cpu"), 1, (32, 32))
+    assert again("a", lambda: 99.0) == 3.0 and again.measured == 0  # persisted across runs
+    other = LatencyTable(tmp_path / "lat.json", torch.device("cpu"), 4, (32, 32))
+    assert other("a", lambda: 7.0) == 7.0  # another batch size is another measurement
+    assert calls == [1]
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    assert measure_latency(net, (32, 32), repeats=3) > 0 and net.training  # mode restored

@@ -12,7 +12,7 @@ import yaml
 from mtnas.search.cost import count_params, vit_arch_params
 from mtnas.space import ViTArch, ViTSpace
 from mtnas.supernet import ViTSupernet
-from mtnas.supernet.vit import feature_layers
+from mtnas.supernet.vit import feature_layers, mlp_hidden
 
 TASKS = ("semseg", "depth")
 OUT = {"semseg": 5, "depth": 1}
@@ -279,3 +279,47 @@ def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
     cfg.supernet.timm_init.checkpoint = str(small)
     with pytest.raises(ConfigError, match="supernet.timm_init"):
         nas.init_from_timm(module)
+
+
+def test_compiled_block_variants_match_eager_one_graph_per_block_shape():
+    """`supernet.compile`: one compiled variant per distinct block shape, shared by every block and arch,
+    numerically the eager supernet (checked with Dynamo's `eager` backend: the variant bookkeeping is the
+    point here, not inductor's kernels, which the GPU benchmark measures)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    space = ViTSpace(
+        tasks=("a", "b"),
+        embed_dims=(48, 64),
+        depths=(3, 4),
+        num_heads=(2, 4),
+        mlp_ratios=(2.0, 3.0),
+        head_hidden=(16,),
+    )
+    torch.manual_seed(0)
+    sup = ViTSupernet(space, {"a": 3, "b": 1}, (32, 32), 8)
+    x = torch.randn(2, 3, 32, 32)
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(8)]
+    ref = [sup(x, a) for a in archs]
+    grads_ref = torch.autograd.grad(sum(v.sum() for v in ref[0].values()), sup.blocks[0].qkv.weight)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        sup.compile_blocks(backend="eager")
+        out = [sup(x, a) for a in archs]
+        for o, r in zip(out, ref, strict=True):
+            for t in o:
+                torch.testing.assert_close(o[t], r[t], rtol=0, atol=0)
+        grads = torch.autograd.grad(sum(v.sum() for v in out[0].values()), sup.blocks[0].qkv.weight)
+        torch.testing.assert_close(grads[0], grads_ref[0])
+        shapes = {
+            (a.embed_dim, a.num_heads[i], mlp_hidden(a.embed_dim, a.mlp_ratio[i]))
+            for a in archs
+            for i in range(a.depth)
+        }
+        assert counters["stats"]["unique_graphs"] == len(shapes)
+        [sup(x, a) for a in archs]  # every variant exists now: no new graph
+        assert counters["stats"]["unique_graphs"] == len(shapes)
+    finally:
+        torch._dynamo.reset()

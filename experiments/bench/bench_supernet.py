@@ -76,8 +76,20 @@ class StaticTimmMTL(torch.nn.Module):
         return {t: h(feats, x.shape[-2:]) for t, h in self.heads.items()}
 
 
-def main(device: str | None = None, img=(96, 128), patch=16, batch=8, repeats=5, val_images=64):
+def main(
+    device: str | None = None,
+    img=(96, 128),
+    patch=16,
+    batch=8,
+    repeats=5,
+    val_images=64,
+    compile: bool | None = None,
+    dtype: torch.dtype | None = None,
+):
+    """`compile` (default: on GPU only, where inductor's kernels pay off) adds the compiled rows (e)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    compile = dev.type == "cuda" if compile is None else compile
+    autocast = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
     space = ViTSpace(
         tasks=tuple(TASKS),
         embed_dims=(144, 168, 192),
@@ -95,7 +107,8 @@ def main(device: str | None = None, img=(96, 128), patch=16, batch=8, repeats=5,
 
     def step(model, *args):
         def run():
-            preds = model(x, *args)
+            with autocast:
+                preds = model(x, *args)
             sum(p.float().mean() for p in preds.values()).backward()
 
         return run
@@ -135,6 +148,37 @@ def main(device: str | None = None, img=(96, 128), patch=16, batch=8, repeats=5,
         ("(b) smallest-arch step", t_small, f"{t_small / t_large:.2f}× of largest (FLOPs: {f_s / f_l:.2f}×)")
     )
 
+    # (d) heads + per-pixel losses at full resolution vs at 1/4 (`loss.stride=4`), real task losses.
+    from mtnas.lit.multitask import loss_targets, weighted_loss
+
+    gb = torch.Generator().manual_seed(1)
+    train_batch = {
+        "image": x,
+        "semseg": torch.randint(0, 13, (batch, *img), generator=gb).to(dev),
+        "depth": (torch.rand(batch, 1, *img, generator=gb) + 0.5).to(dev),
+        "normal": torch.nn.functional.normalize(torch.randn(batch, 3, *img, generator=gb), dim=1).to(dev),
+    }
+    ones = dict.fromkeys(tasks, 1.0)
+
+    def loss_step(stride):
+        def run():
+            size, targets = loss_targets(tasks, train_batch, stride)
+            weighted_loss(tasks, ones, sup(x, largest, size), targets)[0].backward()
+
+        return run
+
+    t_full, t_quarter = _time(loss_step(1), dev, repeats), _time(loss_step(4), dev, repeats)
+    rows.append(
+        (
+            "(d) largest-arch step, real losses at 1/4 res",
+            t_quarter,
+            f"{t_quarter / t_full:.2f}× of full-res losses",
+        )
+    )
+
+    if compile:
+        rows += _compiled_rows(sup, static, space, step, dev, repeats, t_large)
+
     g = torch.Generator().manual_seed(0)
     batches = [
         {
@@ -172,6 +216,55 @@ def main(device: str | None = None, img=(96, 128), patch=16, batch=8, repeats=5,
         )
     )
     return rows, f"{dev.type}, {img[0]}×{img[1]}, patch {patch}, batch {batch}, largest = ViT 192×12"
+
+
+def _compiled_rows(sup, static, space, step, dev, repeats, t_large_eager):
+    """(e) compiled: static timm ViT compiled once vs the supernet's shape-keyed compiled blocks, on the
+    largest arch and on a stream of random archs (one new arch per step, as in supernet training)."""
+    import random
+
+    rows = []
+    t0 = time.perf_counter()
+    static_c = torch.compile(static)
+    t_static_c = _time(step(static_c), dev, repeats)
+    sup.compile_blocks()
+    largest = space.largest()
+    t_large_c = _time(step(sup, largest), dev, repeats)
+    rows.append(
+        (
+            "(e) compiled supernet step, largest arch",
+            t_large_c,
+            f"{t_static_c / t_large_c:.2f}× throughput of compiled static timm ViT "
+            f"({t_large_eager / t_large_c:.2f}× of eager supernet)",
+        )
+    )
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(16)]
+    for a in archs:  # warm every variant these archs need (a space has a few dozen block shapes)
+        step(sup, a)()
+    compile_s = time.perf_counter() - t0
+    _sync(dev)
+    t = time.perf_counter()
+    for a in archs:
+        step(sup, a)()
+    _sync(dev)
+    t_rand_c = (time.perf_counter() - t) / len(archs)
+    for m in sup.modules():
+        if hasattr(m, "compiled"):
+            m.compiled = False
+    t = time.perf_counter()
+    for a in archs:
+        step(sup, a)()
+    _sync(dev)
+    t_rand_e = (time.perf_counter() - t) / len(archs)
+    rows.append(
+        (
+            "(e) random-arch steps, compiled variants",
+            t_rand_c,
+            f"{t_rand_e / t_rand_c:.2f}× throughput of eager (compile time {compile_s:.0f} s in all)",
+        )
+    )
+    return rows
 
 
 if __name__ == "__main__":

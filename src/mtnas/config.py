@@ -86,6 +86,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"loss.weights.{t}", f"got {w!r}; expected a number ≥ 0.")
 
     _positive(cfg, "optim.lr")
+    _positive(cfg, "loss.stride", int)
+    _positive(cfg, "latency.batch_size", int)
+    _positive(cfg, "latency.repeats", int)
     _positive(cfg, "trainer.max_epochs", int)
     _positive(cfg, "data.batch_size", int)
     if cfg.data.get("synthetic"):

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.search.budget import Budget
-from mtnas.search.cost import vit_arch_flops, vit_arch_params
+from mtnas.search.cost import measure_latency, vit_arch_flops, vit_arch_params
 from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
 from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
 from mtnas.search.population import PopulationLog, pareto_front
@@ -45,6 +45,17 @@ class NAS:
         self.supernet_dir = pipeline.out / "supernet"
         self.search_dir = pipeline.out / "search"
         self.arch_path = pipeline.out / "arch.yaml"
+        self._latency = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where search evaluates candidates and latency is measured."""
+        use_cuda = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
+        return torch.device("cuda" if use_cuda else "cpu")
+
+    @property
+    def measures_latency(self) -> bool:
+        return self.budget.limits_latency or bool(self.cfg.latency.get("in_search", False))
 
     # -- cost ---------------------------------------------------------------------------------------
     @property
@@ -52,14 +63,46 @@ class NAS:
         h, w = self.p.dm.image_size
         return h // self.patch_size, w // self.patch_size
 
-    def cost(self, arch: ViTArch) -> dict[str, int]:
-        return _cost(
-            arch,
-            tuple(self.p.tasks),
-            tuple(sorted(self.out_channels.items())),
-            self.grid,
-            self.patch_size,
-            self.space.head_dim,
+    def cost(self, arch: ViTArch) -> dict[str, float]:
+        """Analytic params and FLOPs; plus measured `latency_ms` when the budget limits it (or
+        `latency.in_search=true`), timed once per arch and device and cached in the cache folder."""
+        cost = dict(
+            _cost(
+                arch,
+                tuple(self.p.tasks),
+                tuple(sorted(self.out_channels.items())),
+                self.grid,
+                self.patch_size,
+                self.space.head_dim,
+            )
+        )
+        if self.measures_latency:
+            cost["latency_ms"] = self.latency(arch)
+        return cost
+
+    def latency(self, arch: ViTArch) -> float:
+        from mtnas.search.latency import LatencyTable
+        from mtnas.search.population import arch_key
+        from mtnas.supernet import StaticMultiTaskViT
+
+        lcfg = self.cfg.latency
+        size = self.p.dm.image_size
+        if self._latency is None:
+            self._latency = LatencyTable(
+                Path(self.cfg.paths.cache_dir) / "latency.json", self.device, int(lcfg.batch_size), size
+            )
+
+        def measure() -> float:
+            # Latency does not depend on the weights: a fresh static subnet of this arch is timed.
+            model = StaticMultiTaskViT.from_arch(
+                arch, self.out_channels, size, self.patch_size, self.space.head_dim
+            )
+            return measure_latency(
+                model, size, int(lcfg.batch_size), self.device, int(lcfg.warmup), int(lcfg.repeats)
+            )
+
+        return self._latency(
+            f"p{self.patch_size}|{sorted(self.out_channels.items())}|{arch_key(arch.to_dict())}", measure
         )
 
     def check_budget(self) -> None:
@@ -152,10 +195,7 @@ class NAS:
         if done.exists() and self.arch_path.exists():
             return self.load_arch(self.arch_path)
         module = self.load_supernet()
-        device = torch.device(
-            "cuda" if torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu" else "cpu"
-        )
-        net = module.net.to(device).eval()
+        net = module.net.to(self.device).eval()
         limit = self.cfg.search.get("val_batches")
         self.p.dm.setup("validate")
         batches = [b for i, b in enumerate(self.p.dm.val_dataloader()) if limit is None or i < limit]
@@ -187,9 +227,12 @@ class NAS:
         best = max(records, key=lambda r: r["delta_m"])
         arch = ViTArch.from_dict(best["arch"])
         if rank_zero_only.rank == 0:
-            atomic_write_json(
-                done, {"params": pareto_front(records, "params"), "flops": pareto_front(records, "flops")}
-            )
+            fronts = {
+                k: pareto_front(records, k)
+                for k in ("params", "flops", "latency_ms")
+                if all(k in r["cost"] for r in records)
+            }
+            atomic_write_json(done, fronts)
             header = (
                 f"# Chosen by {scfg.name} search: val Δm {best['delta_m']:+.2f} %, "
                 f"{best['cost']['params'] / 1e6:.3f} M params, {best['cost']['flops'] / 1e9:.4f} GFLOPs.\n"

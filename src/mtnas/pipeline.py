@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
@@ -34,7 +35,7 @@ from mtnas.data.datamodule import MultiTaskDataModule
 from mtnas.errors import MtnasError
 from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
 from mtnas.metrics import delta_m
-from mtnas.search.cost import count_flops, count_params
+from mtnas.search.cost import count_flops, count_params, measure_latency
 from mtnas.tasks import build_tasks
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -230,9 +231,23 @@ class Pipeline:
             "test": nested_metrics(res[0], "test"),
             "params": count_params(module.model),
             "flops": count_flops(module.model, size),
+            "latency_ms": self.latency(module.model),
         }
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def latency(self, model) -> float:
+        """Median eval-mode forward time (ms) on the device the run trains on (`latency` config)."""
+        lcfg = self.cfg.latency
+        use_cuda = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
+        return measure_latency(
+            model,
+            self.dm.image_size,
+            int(lcfg.batch_size),
+            "cuda" if use_cuda else "cpu",
+            int(lcfg.warmup),
+            int(lcfg.repeats),
+        )
+
     def _module(
         self, unit: Unit, baselines_val: dict | None, model: dict | None = None
     ) -> MultiTaskLitModule:

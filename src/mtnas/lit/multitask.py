@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtnas.metrics import delta_m
@@ -38,6 +39,7 @@ class MultiTaskLitModule(pl.LightningModule):
         self.tasks = build_tasks(list(tasks), available_tasks)
         self.model = build_model(model, {t: task.out_channels for t, task in self.tasks.items()}, image_size)
         self.weighting = loss.get("weighting", "fixed")
+        self.loss_stride = int(loss.get("stride", 1))
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
         if self.weighting == "uncertainty":
@@ -63,8 +65,8 @@ class MultiTaskLitModule(pl.LightningModule):
     def can_compute_delta_m(self) -> bool:
         return all(t in self.baselines_val for t in self.tasks)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        return self.model(images)
+    def forward(self, images: Tensor, output_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        return self.model(images, output_size)
 
     def _losses(self, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if self.weighting != "uncertainty":
@@ -74,8 +76,9 @@ class MultiTaskLitModule(pl.LightningModule):
         return total, per_task
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        preds = self(batch["image"])
-        total, per_task = self._losses(preds, batch)
+        size, targets = loss_targets(self.tasks, batch, self.loss_stride)
+        preds = self(batch["image"], size)
+        total, per_task = self._losses(preds, targets)
         bs = batch["image"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for t, value in per_task.items():
@@ -156,6 +159,33 @@ def build_model(model_cfg: Mapping[str, Any], out_channels: Mapping[str, int], i
             int(model_cfg.get("num_levels", 3)),
         )
     return build_multitask_net(model_cfg, out_channels, image_size)
+
+
+def loss_targets(
+    tasks: Mapping[str, Any], batch: dict[str, Tensor], stride: int
+) -> tuple[tuple[int, int] | None, dict[str, Tensor]]:
+    """The training-loss resolution and targets at it (`loss.stride`).
+
+    With stride s > 1 the heads predict at 1/s of the input size and the targets are reduced to match, so
+    the upsampling and the per-pixel losses cost s² less; metrics are always computed at full resolution.
+    Targets are reduced by nearest sampling (no label or invalid-pixel mixing), except thin binary maps
+    (edges), which are max-pooled so that an edge anywhere in a cell survives."""
+    if stride == 1:
+        return None, batch
+    h, w = batch["image"].shape[-2:]
+    size = (h // stride, w // stride)
+    out = {}
+    for t, task in tasks.items():
+        y = batch[t]
+        if task.kind == "semseg":
+            out[t] = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        elif task.kind == "binary":
+            near = F.interpolate(y.float(), size=size, mode="nearest")
+            pos = F.adaptive_max_pool2d((y == 1).float(), size)
+            out[t] = torch.where(pos > 0, torch.ones_like(near), near)
+        else:
+            out[t] = F.interpolate(y.float(), size=size, mode="nearest")
+    return size, out
 
 
 def weighted_loss(tasks, weights: Mapping[str, float], preds, batch) -> tuple[Tensor, dict[str, Tensor]]:

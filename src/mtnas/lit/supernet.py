@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import adamw_warmup_cosine, weighted_loss
+from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import ViTSpace
 from mtnas.supernet import ViTSupernet
@@ -63,8 +63,11 @@ class SupernetLitModule(pl.LightningModule):
             int(supernet["patch_size"]),
             int(supernet.get("num_levels", 3)),
         )
+        if supernet.get("compile", False):
+            self.net.compile_blocks(str(supernet.get("compile_backend", "inductor")))
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        self.loss_stride = int(loss.get("stride", 1))
         self.num_random = int(supernet.get("num_random", 2))
         self.distill = float(supernet.get("distill", 0.0))
         self.rng = random.Random(seed)
@@ -93,9 +96,10 @@ class SupernetLitModule(pl.LightningModule):
         ]
         teacher = None
         bs = batch["image"].shape[0]
+        size, targets = loss_targets(self.tasks, batch, self.loss_stride)
         for k, arch in enumerate(archs):
-            preds = self.net(batch["image"], arch)
-            total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, batch)
+            preds = self.net(batch["image"], arch, size)
+            total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, targets)
             if k == 0:
                 self.log("train/loss", total, prog_bar=True, batch_size=bs)
                 for t, v in per_task.items():

@@ -20,8 +20,73 @@ def layer_norm(x: Tensor, norm: nn.LayerNorm, dim: int) -> Tensor:
     return F.layer_norm(x, (dim,), norm.weight[:dim], norm.bias[:dim], LN_EPS)
 
 
+def block_forward(
+    x: Tensor,
+    norm1_w: Tensor,
+    norm1_b: Tensor,
+    qkv_w: Tensor,
+    qkv_b: Tensor | None,
+    proj_w: Tensor,
+    proj_b: Tensor,
+    norm2_w: Tensor,
+    norm2_b: Tensor,
+    fc1_w: Tensor,
+    fc1_b: Tensor,
+    fc2_w: Tensor,
+    fc2_b: Tensor,
+    dim: int,
+    heads: int,
+    hidden: int,
+    head_dim: int,
+) -> Tensor:
+    """One pre-norm ViT block on the leading (dim, heads, hidden) slice of max-size weights.
+
+    A free function of full weights and plain ints, so one `torch.compile` of it serves every block of
+    every supernet: Dynamo specialises on the ints and the input shape, giving one compiled variant per
+    block shape (a few dozen per space), each with the slicing fused into its kernels."""
+    b, n, _ = x.shape
+    inner = heads * head_dim
+    max_inner = qkv_w.shape[0] // 3
+    h = F.layer_norm(x, (dim,), norm1_w[:dim], norm1_b[:dim], LN_EPS)
+    w = qkv_w.view(3, max_inner, -1)[:, :inner, :dim].reshape(3 * inner, dim)
+    bias = qkv_b.view(3, max_inner)[:, :inner].reshape(-1) if qkv_b is not None else None
+    qkv = F.linear(h, w, bias).reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+    a = a.transpose(1, 2).reshape(b, n, inner)
+    x = x + F.linear(a, proj_w[:dim, :inner], proj_b[:dim])
+    h = F.layer_norm(x, (dim,), norm2_w[:dim], norm2_b[:dim], LN_EPS)
+    h = F.gelu(F.linear(h, fc1_w[:hidden, :dim], fc1_b[:hidden]))
+    return x + F.linear(h, fc2_w[:dim, :hidden], fc2_b[:dim])
+
+
+_compiled_block = block_forward  # replaced by `compile_blocks()`
+
+
+def compile_blocks(backend: str = "inductor", mode: str | None = None, max_variants: int = 256) -> None:
+    """Route every ElasticBlock with `compiled = True` through one compiled `block_forward`.
+
+    `dynamic=False`: each block shape gets its own static-shape variant (fast kernels), compiled on first
+    use and cached; Dynamo's recompile limit is raised to `max_variants` so that sampling a new arch each
+    step never falls back to eager. Compiling the whole supernet instead retraces the routing for every
+    sampled arch and never stops recompiling."""
+    global _compiled_block
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), max_variants))
+    if hasattr(cfg, "accumulated_recompile_limit"):
+        cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 4 * max_variants)
+    elif hasattr(cfg, "accumulated_cache_size_limit"):
+        cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 4 * max_variants)
+    _compiled_block = torch.compile(block_forward, backend=backend, mode=mode, dynamic=False)
+
+
 class ElasticBlock(nn.Module):
     """A pre-norm ViT block (timm `Block` layout: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)."""
+
+    compiled = False  # set True (per instance or class) after `compile_blocks()` to use compiled variants
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_hidden: int, qkv_bias: bool = True):
         super().__init__()
@@ -44,20 +109,26 @@ class ElasticBlock(nn.Module):
     def forward(
         self, x: Tensor, dim: int | None = None, heads: int | None = None, hidden: int | None = None
     ) -> Tensor:
-        dim = dim or self.max_dim
-        heads = heads or self.max_heads
-        hidden = hidden or self.max_hidden
-        b, n, _ = x.shape
-        inner = heads * self.head_dim
-        h = layer_norm(x, self.norm1, dim)
-        w, bias = self.qkv_slice(dim, heads)
-        qkv = F.linear(h, w, bias).reshape(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        a = a.transpose(1, 2).reshape(b, n, inner)
-        x = x + F.linear(a, self.proj.weight[:dim, :inner], self.proj.bias[:dim])
-        h = layer_norm(x, self.norm2, dim)
-        h = F.gelu(F.linear(h, self.fc1.weight[:hidden, :dim], self.fc1.bias[:hidden]))
-        return x + F.linear(h, self.fc2.weight[:dim, :hidden], self.fc2.bias[:dim])
+        impl = _compiled_block if self.compiled else block_forward
+        return impl(
+            x,
+            self.norm1.weight,
+            self.norm1.bias,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.proj.weight,
+            self.proj.bias,
+            self.norm2.weight,
+            self.norm2.bias,
+            self.fc1.weight,
+            self.fc1.bias,
+            self.fc2.weight,
+            self.fc2.bias,
+            dim or self.max_dim,
+            heads or self.max_heads,
+            hidden or self.max_hidden,
+            self.head_dim,
+        )
 
     @torch.no_grad()
     def extract(self, dim: int, heads: int, hidden: int) -> ElasticBlock:

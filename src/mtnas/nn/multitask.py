@@ -12,7 +12,7 @@ from mtnas.nn.heads import MultiScaleHead
 
 
 class MultiTaskNet(nn.Module):
-    """`forward(images) -> dict[task, Tensor]`, every output at the input resolution.
+    """`forward(images) -> dict[task, Tensor]`, every output at the input resolution (or `output_size`).
 
     `levels` picks which backbone feature levels feed the heads (finest first); stride-2 stems are
     usually left out, as they cost most and add little.
@@ -24,10 +24,10 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.levels = list(levels)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, output_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
         feats = self.backbone(images)
         feats = [feats[i] for i in self.levels]
-        size = images.shape[-2:]
+        size = output_size or images.shape[-2:]
         return {name: head(feats, size) for name, head in self.heads.items()}
 
 

@@ -43,7 +43,10 @@ def results_rows(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> tuple
     mtl = models["multitask"]
     baselines = [info for name, info in models.items() if name.startswith("baseline/")]
     rows: list[list[Any]] = []
-    for label, key, scale in (("params (M) ↓", "params", 1e6), ("GFLOPs ↓", "flops", 1e9)):
+    costs = [("params (M) ↓", "params", 1e6), ("GFLOPs ↓", "flops", 1e9), ("latency (ms) ↓", "latency_ms", 1)]
+    for label, key, scale in costs:
+        if key not in mtl or any(key not in b for b in baselines):
+            continue  # results written before latency was reported
         # Against all single-task models together: what one multi-task model saves.
         single = sum(b[key] for b in baselines) / scale if baselines else None
         change = -100 * (mtl[key] / scale - single) / single if single else None

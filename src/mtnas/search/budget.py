@@ -1,4 +1,4 @@
-"""Resource budgets (min/max params and FLOPs) and the check that a space can meet one at all."""
+"""Resource budgets (min/max params, FLOPs, measured latency) and the check that a space can meet one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mtnas.errors import ConfigError
 
-COST_KEYS = ("params", "flops")
+COST_KEYS = ("params", "flops", "latency_ms")
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class Budget:
     params_max: float | None = None
     flops_min: float | None = None
     flops_max: float | None = None
+    latency_ms_min: float | None = None
+    latency_ms_max: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> Budget:
@@ -23,9 +25,14 @@ class Budget:
         unknown = set(cfg) - {f"{k}_{b}" for k in COST_KEYS for b in ("min", "max")} - {"name"}
         if unknown:
             raise ConfigError(
-                f"budget.{sorted(unknown)[0]}", "unknown budget key; use params_min/max, flops_min/max."
+                f"budget.{sorted(unknown)[0]}",
+                "unknown budget key; use params_min/max, flops_min/max, latency_ms_min/max.",
             )
         return cls(**{k: (float(v) if v is not None else None) for k, v in cfg.items() if k != "name"})
+
+    @property
+    def limits_latency(self) -> bool:
+        return self.latency_ms_min is not None or self.latency_ms_max is not None
 
     def satisfied(self, cost: Mapping[str, float]) -> bool:
         for key in COST_KEYS:
@@ -35,10 +42,12 @@ class Budget:
         return True
 
     def check_feasible(self, smallest: Mapping[str, float], largest: Mapping[str, float]) -> None:
-        """Cost grows monotonically from the smallest to the largest arch: a budget outside that range
-        can never be met, and is refused before any training."""
+        """Cost grows monotonically from the smallest to the largest arch (measured latency nearly so):
+        a budget outside that range can never be met, and is refused before any training."""
         for key in COST_KEYS:
             lo, hi = getattr(self, f"{key}_min"), getattr(self, f"{key}_max")
+            if lo is None and hi is None:
+                continue
             if hi is not None and smallest[key] > hi:
                 raise ConfigError(
                     f"budget.{key}_max",

@@ -92,3 +92,35 @@ def _distinct_block_layers(arch, tasks: list[str]) -> list[int]:
     from mtnas.supernet.vit import routes
 
     return [i for i, _ in {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}]
+
+
+@torch.no_grad()
+def measure_latency(
+    module: nn.Module,
+    image_size: tuple[int, int],
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> float:
+    """Median wall-clock milliseconds of one eval-mode forward pass of a (batch_size, 3, H, W) input on
+    `device` (default: where the module's weights are), after `warmup` untimed passes."""
+    import statistics
+    import time
+
+    device = torch.device(device) if device is not None else next(module.parameters()).device
+    was_training = module.training
+    module.eval().to(device)
+    x = torch.zeros(batch_size, 3, *image_size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        module(x)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        module(x)
+        sync()
+        times.append(time.perf_counter() - start)
+    module.train(was_training)
+    return 1000 * statistics.median(times)

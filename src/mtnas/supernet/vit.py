@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from mtnas.nn.elastic import ElasticBlock, ElasticDenseHead, ElasticLayerNorm, ElasticPatchEmbed
+from mtnas.nn.elastic import (
+    ElasticBlock,
+    ElasticDenseHead,
+    ElasticLayerNorm,
+    ElasticPatchEmbed,
+    compile_blocks,
+)
 from mtnas.space.vit import ViTArch, ViTSpace
 
 SHARED = "s"
@@ -115,6 +121,13 @@ class ViTSupernet(nn.Module):
     def grid(self) -> tuple[int, int]:
         return self.embed.grid
 
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """Run every block through compiled, shape-keyed variants (`nn.elastic.compile_blocks`)."""
+        compile_blocks(backend)
+        for m in self.modules():
+            if isinstance(m, ElasticBlock):
+                m.compiled = True
+
     def _block_fn(self, arch: ViTArch):
         def block(i: int, key: str, task: str):
             module = self.blocks[i] if key.endswith(f"-{SHARED}") else self.task_blocks[task][str(i)]
@@ -139,8 +152,11 @@ class ViTSupernet(nn.Module):
         )
         return {t: [tokens_to_map(f, self.grid) for f in fs] for t, fs in feats.items()}
 
-    def forward(self, images: Tensor, arch: ViTArch) -> dict[str, Tensor]:
-        size = images.shape[-2:]
+    def forward(
+        self, images: Tensor, arch: ViTArch, output_size: tuple[int, int] | None = None
+    ) -> dict[str, Tensor]:
+        """Per-task predictions at the input resolution, or at `output_size` (cheaper training losses)."""
+        size = output_size or images.shape[-2:]
         feats = self.forward_features(images, arch)
         return {t: self.heads[t][str(arch.heads[t])](feats[t], size, arch.embed_dim) for t in self.tasks}
 
@@ -245,7 +261,7 @@ class StaticMultiTaskViT(nn.Module):
             embed, blocks, task_routes, norm, heads, feature_layers(arch.depth, num_levels), embed.grid
         )
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, output_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
         feats = run_paths(
             self.embed(images),
             self.task_routes,
@@ -253,5 +269,5 @@ class StaticMultiTaskViT(nn.Module):
             self.out_layers,
             self.norm,
         )
-        size = images.shape[-2:]
+        size = output_size or images.shape[-2:]
         return {t: self.heads[t]([tokens_to_map(f, self.grid) for f in fs], size) for t, fs in feats.items()}
