@@ -196,10 +196,8 @@ class FileDataset(Dataset, ABC):
         if not self.samples:
             raise DataError(self.root, f"the {self.split} split has no samples.")
         # Cheap check of one whole sample, so a wrong layout fails now rather than mid-epoch.
-        problems = self.check_sample(0)
-        if problems:
-            path, _, msg = problems[0].partition(": ")
-            raise DataError(path, msg)
+        if not self.skip_bad_samples:
+            self.load_arrays(0)  # raises the DataError naming the bad file
 
     def __len__(self) -> int:
         return len(self.samples)
