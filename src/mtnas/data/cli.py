@@ -3,6 +3,9 @@
 mtnas-data check <dataset> /path/to/root [--tasks a,b]   read every file of every split with the same
                                                            checks training uses; summary; exit 1 on problems
 mtnas-data generate /path/to/out [--height H --width W --train N --val N --test N --seed S]
+mtnas-data prepare nyuv2 --mat nyu_depth_v2_labeled.mat --splits splits.mat --map40 classMapping40.mat
+                         --out /path/to/nyuv2 [--labels40 F | --map13 F | --raw-depth | --size H W ...]
+                                                           the official labeled .mat → the .npy layout
 
 `<dataset>` is the name of a data config (`conf/data/<dataset>.yaml`), so `check` validates exactly
 what `mtnas data=<dataset>` will read.
@@ -110,10 +113,35 @@ def main(argv: list[str] | None = None) -> None:
         ("seed", 0),
     ):
         p_gen.add_argument(f"--{flag}", type=int, default=default)
+    p_prep = sub.add_parser("prepare", help="convert an official download into a layout mtnas reads")
+    prep_sub = p_prep.add_subparsers(dest="dataset", required=True)
+    p_nyu = prep_sub.add_parser(
+        "nyuv2", help="nyu_depth_v2_labeled.mat + splits.mat → root/{train,val}/{image,label,depth,normal}"
+    )
+    p_nyu.add_argument("--mat", type=Path, required=True, help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
+    p_nyu.add_argument("--splits", type=Path, required=True, help="splits.mat (trainNdxs, testNdxs)")
+    p_nyu.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
+    p_nyu.add_argument("--map40", type=Path, help="classMapping40.mat (`mapClass`: 894 → 40 classes)")
+    p_nyu.add_argument("--labels40", type=Path, help="labels40.mat (per-pixel 40 classes)")
+    p_nyu.add_argument("--map13", type=Path, help="class13Mapping.mat (default: the built-in 40 → 13 map)")
+    p_nyu.add_argument("--size", type=int, nargs=2, default=[288, 384], metavar=("H", "W"))
+    p_nyu.add_argument("--raw-depth", action="store_true", help="rawDepths (0 = missing) instead of depths")
+    p_nyu.add_argument("--normal-window", type=int, default=7, help="plane-fit window for normals (odd)")
+    p_nyu.add_argument("--limit", type=int, help="only the first N images of each split (a quick look)")
+    p_nyu.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     if args.command == "check":
         tasks = args.tasks.split(",") if args.tasks else None
         sys.exit(check(args.dataset, args.root.expanduser(), tasks))
+    if args.command == "prepare" and args.dataset == "nyuv2":
+        from mtnas.data.prepare_nyuv2 import main as prepare_nyuv2
+        from mtnas.errors import MtnasError
+
+        try:
+            sys.exit(prepare_nyuv2(args))
+        except MtnasError as e:
+            print(f"✗ {e}", file=sys.stderr)
+            sys.exit(1)
     from mtnas.data.synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec(args.height, args.width, args.train, args.val, args.test, args.seed)
