@@ -208,18 +208,28 @@ class FileDataset(Dataset, ABC):
     def load_arrays(self, index: int) -> dict[str, np.ndarray]:
         """Decode and fully check one sample; `DataError` names the first bad file."""
         sample = self.samples[index]
+        size = None if self.resize_to_image_size else self.image_size
         arrays = {}
         for key, target in self.targets.items():
             ref = sample[key]
             arr = self.decode(key, ref)
-            size = None if self.resize_to_image_size else self.image_size
-            problems = check_array(ref, arr, target, size) or check_values(ref, arr, target)
+            problems = check_array(ref, arr, target, size)
             if problems:
                 raise DataError(ref, problems[0].split(": ", 1)[1])
             arrays[key] = arr
+        arrays = self.finish(sample, arrays)
+        for key, target in self.targets.items():
+            problems = check_values(sample[key], arrays[key], target)
+            if problems:
+                raise DataError(sample[key], problems[0].split(": ", 1)[1])
         shapes = {k: a.shape[:2] for k, a in arrays.items()}
         if len(set(shapes.values())) > 1:
             raise DataError(sample["image"], f"sample {self.sample_id(index)}: sizes differ {shapes}")
+        return arrays
+
+    def finish(self, sample: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Adjust one sample's decoded arrays together before their values are checked (align target sizes
+        to the image, masks one target imposes on others, …). Default: unchanged."""
         return arrays
 
     def check_sample(self, index: int) -> list[str]:
