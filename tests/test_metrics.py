@@ -112,3 +112,51 @@ def test_delta_m_hand_worked_example_both_conventions():
 def test_delta_m_names_a_missing_metric():
     with pytest.raises(Exception, match="depth/abs_err"):
         delta_m({"depth": {}}, {"depth": {"abs_err": 1.0}}, {"depth": {"abs_err": "min"}})
+
+
+def _logits(p):
+    p = torch.tensor(p, dtype=torch.float64)
+    return torch.log(p / (1 - p))
+
+
+def test_saliency_maxf_and_iou_by_hand():
+    from mtnas.metrics import SaliencyMetrics
+
+    # Two images; thresholds 0.25, 0.5, 0.75. Image 1 has one ignored pixel (255).
+    target = torch.tensor([[[[1, 0], [0, 255]]], [[[1, 1], [0, 0]]]])
+    probs = [[[[0.9, 0.6], [0.2, 0.9]]], [[[0.8, 0.3], [0.1, 0.1]]]]
+    m = SaliencyMetrics(num_thresholds=3)
+    m.update(_logits(probs), target)
+    out = m.compute()
+    # At 0.75: image 1 P=1 R=1, image 2 P=1 R=0.5 → mean P=1, R=0.75 → F(β²=0.3) = 1.3·0.75/(0.3+0.75).
+    # (At 0.25: F = 1.3·0.75/(0.225+1) = 0.796; at 0.5: 0.75.)
+    assert float(out["maxf"]) == pytest.approx(1.3 * 0.75 / 1.05, abs=1e-6)
+    # IoU at 0.5 per image: {a,b} vs {a} → 0.5; {a} vs {a,b} → 0.5.
+    assert float(out["miou"]) == pytest.approx(0.5)
+
+
+def test_regression_metrics_skip_nan_targets_by_hand():
+    from mtnas.metrics import RegressionMetrics
+
+    m = RegressionMetrics()
+    m.update(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, float("nan"), 5.0, 2.0]))
+    out = m.compute()
+    assert float(out["abs_err"]) == pytest.approx(4 / 3)
+    assert float(out["rmse"]) == pytest.approx(math.sqrt(8 / 3))
+
+
+def test_regression_and_saliency_losses_ignore_invalid_pixels():
+    from mtnas.tasks import build_task
+
+    reg = build_task("kp", {"type": "regression", "channels": 2})
+    target = torch.full((1, 2, 2, 2), float("nan"))
+    target[0, :, 0, 0] = 1.0
+    pred = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    loss = reg.loss(pred, target)
+    assert float(loss) == pytest.approx(1.0) and torch.isfinite(loss)
+    loss.backward()
+    assert pred.grad[0, :, 1, 1].abs().sum() == 0  # no gradient from invalid pixels
+
+    sal = build_task("saliency", {"type": "saliency"})
+    all_ignored = torch.full((1, 1, 2, 2), 255.0)
+    assert float(sal.loss(torch.randn(1, 1, 2, 2), all_ignored)) == 0.0
