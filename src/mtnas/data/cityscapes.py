@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from mtnas.data.files import FileDataset, read_image, read_png
+from mtnas.data.files import FileDataset, image_size_of, read_image, read_png
 from mtnas.errors import ConfigError, DataError
 
 # (name, labelId, trainId, categoryId) — every label of cityscapesScripts/helpers/labels.py
@@ -119,19 +119,6 @@ DEFAULTS = {"calibration": "auto", "baseline": 0.209313, "fx": 2262.52, "max_dep
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _SUFFIX = {"semseg": "_gtFine_labelIds.png", "depth": "_disparity.png"}
 _FOLDER = {"semseg": "gtFine", "depth": "disparity"}
-
-
-def image_size_of(path: Path) -> tuple[int, int]:
-    """(H, W) from an image file's header (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except FileNotFoundError:
-        raise DataError(path, "file is missing.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(path, f"not a readable image ({e}).") from None
 
 
 def disparity_to_depth(raw: np.ndarray, baseline: float, fx: float, max_depth: float | None) -> np.ndarray:

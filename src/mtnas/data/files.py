@@ -269,6 +269,66 @@ class FileDataset(Dataset, ABC):
         raise DataError(self.root, f"no readable sample in the {self.split} split.")
 
 
+class IdListDataset(FileDataset):
+    """A format whose splits are text files of sample ids, one per line (`<split_dir>/<split>.txt`), as in
+    the NYUD and PASCAL-Context multi-task layouts. Adds the split-file reading and its checks: ids listed
+    twice, and evaluation ids that are also training ids."""
+
+    split_dir: ClassVar[str]
+    layout_name: ClassVar[str]  # for the hint when the split folder is empty (e.g. "NYUD")
+
+    def split_file(self, split: str | None = None) -> Path:
+        return self.root / self.split_dir / f"{split or self.split}.txt"
+
+    def read_ids(self, split: str | None = None) -> list[str]:
+        path = self.split_file(split)
+        if not path.is_file():
+            have = sorted(p.name for p in path.parent.glob("*.txt"))
+            hint = (
+                f"; {self.split_dir}/ has {have}"
+                if have
+                else f"; is {self.root} the {self.layout_name} folder?"
+            )
+            raise DataError(path, f"split file is missing (one image id per line expected){hint}.")
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(path, f"split file is unreadable ({e}).") from None
+        ids = [line.strip() for line in lines if line.strip()]
+        if not ids:
+            raise DataError(path, "split file lists no image ids.")
+        return ids
+
+    def check_split(self) -> list[str]:
+        from collections import Counter
+
+        ids = self.read_ids()
+        path = self.split_file()
+        problems = [f"{path}: id {i!r} is listed {n} times." for i, n in Counter(ids).items() if n > 1]
+        train = str((self.options.get("splits") or {}).get("train") or "train")
+        if self.split != train and self.split_file(train).is_file():
+            overlap = sorted(set(ids) & set(self.read_ids(train)))
+            if overlap:
+                problems.append(
+                    f"{path}: {len(overlap)} id(s) also in {train}.txt (e.g. {overlap[0]!r}); "
+                    "evaluation images must not be trained on."
+                )
+        return problems
+
+
+def image_size_of(path: Path) -> tuple[int, int]:
+    """(H, W) from an image file's header, without decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise DataError(path, "file is missing.") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(path, f"not a readable image ({e}).") from None
+
+
 def read_image(path: Path) -> np.ndarray:
     """An 8-bit RGB image file as H×W×3 float in [0, 1]."""
     return read_png(path, mode="RGB").astype(np.float32) / 255.0

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from mtnas.data.files import FileDataset, read_image, read_npy, read_png
+from mtnas.data.files import IdListDataset, read_image, read_npy, read_png
 from mtnas.errors import DataError
 
 SPLIT_DIR = "gt_sets"
@@ -92,30 +92,14 @@ def _read_mat(path: Path, key: str) -> np.ndarray:
     return np.asarray(mat[key])
 
 
-class NYUDDataset(FileDataset):
+class NYUDDataset(IdListDataset):
     """One split of NYUD-v2 in the multi-task layout (see the module docstring)."""
 
     resize_to_image_size = True
+    split_dir = SPLIT_DIR
+    layout_name = "NYUD"
 
     # --- index ------------------------------------------------------------------------------------
-    def split_file(self, split: str | None = None) -> Path:
-        return self.root / SPLIT_DIR / f"{split or self.split}.txt"
-
-    def read_ids(self, split: str | None = None) -> list[str]:
-        path = self.split_file(split)
-        if not path.is_file():
-            have = sorted(p.name for p in (self.root / SPLIT_DIR).glob("*.txt"))
-            hint = f"; {SPLIT_DIR}/ has {have}" if have else f"; is {self.root} the NYUD folder?"
-            raise DataError(path, f"split file is missing (one image id per line expected){hint}.")
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(path, f"split file is unreadable ({e}).") from None
-        ids = [line.strip() for line in lines if line.strip()]
-        if not ids:
-            raise DataError(path, "split file lists no image ids.")
-        return ids
-
     def index(self) -> list[dict[str, Any]]:
         ids = self.read_ids()
         folders = {"image": IMAGE_DIR, **{k: str(t.source) for k, t in self.targets.items() if k != "image"}}
@@ -145,22 +129,6 @@ class NYUDDataset(FileDataset):
             if len(sample) == len(folders) + 1:
                 samples.append(sample)
         return samples
-
-    def check_split(self) -> list[str]:
-        """Ids listed twice, and val/test ids that are also training ids."""
-        ids = self.read_ids()
-        path = self.split_file()
-        problems = [f"{path}: id {i!r} is listed {n} times." for i, n in Counter(ids).items() if n > 1]
-        splits = self.options.get("splits") or {}
-        train = str(splits.get("train") or "train")
-        if self.split != train and self.split_file(train).is_file():
-            overlap = sorted(set(ids) & set(self.read_ids(train)))
-            if overlap:
-                problems.append(
-                    f"{path}: {len(overlap)} id(s) also in {train}.txt (e.g. {overlap[0]!r}); "
-                    "evaluation images must not be trained on."
-                )
-        return problems
 
     # --- decode -----------------------------------------------------------------------------------
     def decode(self, key: str, ref: Path) -> np.ndarray:

@@ -55,14 +55,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtnas.data.files import FileDataset, read_image, read_png
+from mtnas.data.files import IdListDataset, image_size_of, read_image, read_png
 from mtnas.errors import ConfigError, DataError
 
 CONTEXT_SPLIT_DIR = Path("ImageSets") / "Context"
@@ -182,19 +181,6 @@ def label_boundaries(labels: np.ndarray) -> np.ndarray:
     return thin(np.abs(lap) > 0).astype(np.uint8)
 
 
-def image_size_of(path: Path) -> tuple[int, int]:
-    """(H, W) from an image file's header."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except FileNotFoundError:
-        raise DataError(path, "file is missing.") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(path, f"not a readable image ({e}).") from None
-
-
 def _loadmat(path: Path) -> dict[str, Any]:
     import scipy.io
 
@@ -212,10 +198,12 @@ def _scalar(value: Any) -> Any:
     return arr[0] if arr.size else None
 
 
-class PascalContextDataset(FileDataset):
+class PascalContextDataset(IdListDataset):
     """One split of PASCAL-Context in the multi-task layout (see the module docstring)."""
 
     resize_to_image_size = True
+    split_dir = str(CONTEXT_SPLIT_DIR)
+    layout_name = "PASCAL_MT"
 
     # --- configuration ----------------------------------------------------------------------------
     def _role(self, key: str) -> str:
@@ -263,24 +251,6 @@ class PascalContextDataset(FileDataset):
         return frozenset(shared | {int(ctx["tvmonitor"])})
 
     # --- index ------------------------------------------------------------------------------------
-    def split_file(self, split: str | None = None) -> Path:
-        return self.root / CONTEXT_SPLIT_DIR / f"{split or self.split}.txt"
-
-    def read_ids(self, split: str | None = None) -> list[str]:
-        path = self.split_file(split)
-        if not path.is_file():
-            have = sorted(p.name for p in path.parent.glob("*.txt"))
-            hint = f"; {CONTEXT_SPLIT_DIR}/ has {have}" if have else f"; is {self.root} the PASCAL_MT folder?"
-            raise DataError(path, f"split file is missing (one image id per line expected){hint}.")
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(path, f"split file is unreadable ({e}).") from None
-        ids = [line.strip() for line in lines if line.strip()]
-        if not ids:
-            raise DataError(path, "split file lists no image ids.")
-        return ids
-
     def _parts_list(self) -> dict[str, list[int]]:
         """`ImageSets/Parts/<split>.txt` (the reference's cache of object classes per image), if present."""
         path = self.root / PARTS_LIST_DIR / f"{self.split}.txt"
@@ -369,21 +339,6 @@ class PascalContextDataset(FileDataset):
                     self._labels_of[sample[key]] = sample.pop(f"{key}:labels")
             samples.append(sample)
         return samples
-
-    def check_split(self) -> list[str]:
-        """Ids listed twice, and val/test ids that are also training ids."""
-        ids = self.read_ids()
-        path = self.split_file()
-        problems = [f"{path}: id {i!r} is listed {n} times." for i, n in Counter(ids).items() if n > 1]
-        train = str((self.options.get("splits") or {}).get("train") or "train")
-        if self.split != train and self.split_file(train).is_file():
-            overlap = sorted(set(ids) & set(self.read_ids(train)))
-            if overlap:
-                problems.append(
-                    f"{path}: {len(overlap)} id(s) also in {train}.txt (e.g. {overlap[0]!r}); "
-                    "evaluation images must not be trained on."
-                )
-        return problems
 
     # --- decode -----------------------------------------------------------------------------------
     def decode(self, key: str, ref: Path) -> np.ndarray:
