@@ -10,8 +10,10 @@ help:  ## list the targets
 $(UV):
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
 
+# --compile-bytecode: .pyc files up front. Where PYTHONDONTWRITEBYTECODE is set (as on our machines) Python
+# would otherwise recompile torch's and torchmetrics' sources on every start-up: ~10 s per `mtnas` run.
 install: $(UV)  ## create .venv with every dependency (uv sync, from uv.lock)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 demo: install  ## run the built-in demo end to end on the CPU (a few minutes)
 	$(RUN) mtnas +experiment=demo
