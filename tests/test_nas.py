@@ -53,7 +53,13 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     assert results["search"]["arch"] == yaml.safe_load((run_dir / "arch.yaml").read_text())
     assert isinstance(results["models"]["multitask"]["delta_m"], float)
     assert all(m["latency_ms"] > 0 for m in results["models"].values())
-    assert "latency (ms)" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "latency (ms)" in report
+    # The report names the chosen arch and lists the Δm-vs-params front, one row per front member.
+    assert "Chosen arch (arch.yaml): d" in report
+    front_rows = [line for line in report.splitlines() if line.startswith("| 0.") and " · heads " in line]
+    assert len(front_rows) == len(json.loads((run_dir / "search/pareto.json").read_text())["params"])
+    assert results["search"]["searched"]["cost"]["params"] > 0
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     fronts = json.loads((run_dir / "search/pareto.json").read_text())
     assert set(fronts) == {"params", "flops", "latency_ms"}

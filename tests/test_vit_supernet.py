@@ -82,6 +82,18 @@ def test_arch_yaml_round_trip():
     assert "task_specific" in text and "embed_dim" in text  # readable, editable
 
 
+def test_arch_one_line_description_names_every_choice():
+    arch = ViTArch(
+        embed_dim=32,
+        depth=3,
+        num_heads=(2, 4, 2),
+        mlp_ratio=(1.0, 2.0, 1.5),
+        task_specific=(frozenset(), frozenset({"semseg", "depth"}), frozenset()),
+        head_hidden=(("depth", 8), ("semseg", 16)),
+    )
+    assert arch.describe() == ("d3 e32 · heads 2,4,2 · mlp 1,2,1.5 · specific L2:depth+semseg · head 8/16")
+
+
 def test_extracted_subnet_equals_supernet_for_random_archs(supernet):
     space = supernet.space
     rng = random.Random(0)

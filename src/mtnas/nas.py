@@ -268,8 +268,11 @@ class NAS:
         pareto = self.search_dir / "pareto.json"
         arch_file = Path(self.cfg.arch) if self.cfg.get("arch") else self.arch_path
         log = PopulationLog(self.search_dir / "population.jsonl")
+        arch = self.load_arch(arch_file).to_dict() if arch_file.exists() else None
+        searched = log.get(arch) if arch else None  # None for a hand-written arch never evaluated
         return {
-            "arch": self.load_arch(arch_file).to_dict() if arch_file.exists() else None,
+            "arch": arch,
+            "searched": {"delta_m": searched["delta_m"], "cost": searched["cost"]} if searched else None,
             "evaluated": len(log),
             "pareto_params": read_json(pareto)["params"] if pareto.exists() else [],
             "budget": {k: v for k, v in vars(self.budget).items() if v is not None},

@@ -1,4 +1,5 @@
-"""One results table, three renderings (terminal, report.md, wandb).
+"""One results table, three renderings (terminal, report.md, wandb); for NAS runs, a search section
+(the chosen arch and the Pareto front of every evaluated subnet).
 
 Rows are metrics and columns are models, so the table stays narrow for any number of tasks:
 
@@ -31,6 +32,7 @@ _SHORT = {
     "within_30": "% < 30°",
     "odsf": "odsF",
 }
+_SOURCE = {"run": "baselines trained in this run", "config": "numbers given in config (baselines.metrics)"}
 HEADER = ["task", "metric", "single-task", "multi-task", "change (%)"]
 
 
@@ -76,12 +78,64 @@ def _fmt(v: Any, signed: bool = False) -> str:
 def _caption(results: Mapping[str, Any]) -> str:
     return (
         f"{results['experiment']} on {results['dataset']}, test split. Single-task reference: "
-        f"{results['baselines_source']!r}. change = signed relative change (positive = better)."
+        f"{_SOURCE.get(results['baselines_source'], results['baselines_source'])}. "
+        "change = signed relative change (positive = better)."
     )
 
 
 def _formatted(rows: list[list[Any]]) -> list[list[str]]:
     return [[_fmt(v, signed=(i == 4)) for i, v in enumerate(row)] for row in rows]
+
+
+def _arch_line(arch: Mapping[str, Any]) -> str:
+    from mtnas.space.vit import ViTArch
+
+    return ViTArch.from_dict(arch).describe()
+
+
+def search_summary(search: Mapping[str, Any]) -> list[str]:
+    """Sentences about the search: how many subnets, the budget, the chosen arch and its searched score."""
+    budget = ", ".join(f"{k}={v:g}" for k, v in search.get("budget", {}).items()) or "none"
+    lines = [
+        f"{search['evaluated']} subnets evaluated (val Δm with inherited supernet weights); budget: {budget}."
+    ]
+    if search.get("arch"):
+        chosen = f"Chosen arch (arch.yaml): {_arch_line(search['arch'])}"
+        if search.get("searched"):
+            s, c = search["searched"], search["searched"]["cost"]
+            chosen += f"; searched val Δm {s['delta_m']:+.2f} %, {c['params'] / 1e6:.3f} M params"
+        lines.append(chosen + ".")
+    return lines
+
+
+PARETO_HEADER = ["params (M)", "GFLOPs", "val Δm (%)", "arch"]
+
+
+def pareto_rows(search: Mapping[str, Any]) -> list[list[str]]:
+    """The Δm-vs-params front, smallest first; the chosen arch is marked."""
+    rows = []
+    for r in search.get("pareto_params", []):
+        mark = "  ◀ chosen" if r["arch"] == search.get("arch") else ""
+        rows.append(
+            [
+                f"{r['cost']['params'] / 1e6:.3f}",
+                f"{r['cost']['flops'] / 1e9:.4f}",
+                f"{r['delta_m']:+.2f}",
+                _arch_line(r["arch"]) + mark,
+            ]
+        )
+    return rows
+
+
+def search_markdown(search: Mapping[str, Any]) -> str:
+    front = pareto_rows(search)
+    lines = ["## Search", "", *search_summary(search), ""]
+    lines += [f"Pareto front, val Δm vs params ({len(front)} subnets; all fronts in search/pareto.json):", ""]
+    lines.append("| " + " | ".join(PARETO_HEADER) + " |")
+    lines.append("|" + "---|" * len(PARETO_HEADER))
+    lines += ["| " + " | ".join(row) + " |" for row in front]
+    lines += ["", "![Pareto front](pareto.png)"]
+    return "\n".join(lines) + "\n"
 
 
 def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> str:
@@ -95,7 +149,10 @@ def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> s
         "",
         f"Δm per task: {mtl['delta_m_per_task']:+.2f} %, per metric: {mtl['delta_m_per_metric']:+.2f} %.",
     ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if results.get("search"):
+        text += "\n" + search_markdown(results["search"])
+    return text
 
 
 def print_results(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> None:
@@ -108,4 +165,15 @@ def print_results(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> None
         table.add_column(h, justify="left" if i < 2 else "right")
     for row in _formatted(rows):
         table.add_row(*row)
-    Console(width=100).print(table)
+    console = Console(width=100)
+    if results.get("search"):
+        search = results["search"]
+        front = Table(title="Pareto front: val Δm vs params (search/pareto.json, pareto.png)")
+        for i, h in enumerate(PARETO_HEADER):
+            front.add_column(h, justify="right" if i < 3 else "left")
+        for row in pareto_rows(search):
+            front.add_row(*row)
+        console.print(front)
+        for line in search_summary(search):
+            console.print(line)
+    console.print(table)

@@ -47,6 +47,19 @@ class ViTArch:
             "head_hidden": dict(self.head_hidden),
         }
 
+    def describe(self) -> str:
+        """One line for tables: `d4 e64 · heads 2,4,2,4 · mlp 3,3,3,2 · specific L1:depth+semseg · head 32/32`."""
+        specific = [f"L{i + 1}:{'+'.join(sorted(ts))}" for i, ts in enumerate(self.task_specific) if ts]
+        return " · ".join(
+            [
+                f"d{self.depth} e{self.embed_dim}",
+                "heads " + ",".join(map(str, self.num_heads)),
+                "mlp " + ",".join(f"{r:g}" for r in self.mlp_ratio),
+                "specific " + (" ".join(specific) if specific else "none"),
+                "head " + "/".join(str(h) for _, h in self.head_hidden),
+            ]
+        )
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ViTArch:
         try:
