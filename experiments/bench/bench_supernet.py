@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import timm
 import torch
+import yaml
 
 from mtnas.nn.elastic import ElasticDenseHead
 from mtnas.search.cost import vit_arch_flops
@@ -22,6 +24,7 @@ from mtnas.supernet import ViTSupernet
 from mtnas.supernet.vit import feature_layers
 from mtnas.tasks import build_tasks
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = {
     "semseg": {"type": "semseg", "num_classes": 13},
     "depth": {"type": "depth"},
@@ -85,19 +88,26 @@ def main(
     val_images=64,
     compile: bool | None = None,
     dtype: torch.dtype | None = None,
+    space: str | None = None,
 ):
-    """`compile` (default: on GPU only, where inductor's kernels pay off) adds the compiled rows (e)."""
+    """`compile` (default: on GPU only, where inductor's kernels pay off) adds the compiled rows (e).
+    `space` names a `conf/space/*.yaml` (e.g. autoformer_s, whose largest arch is ViT-S-sized); default:
+    a CPU-sized space whose largest arch is a ViT 192 wide and 12 deep."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     compile = dev.type == "cuda" if compile is None else compile
     autocast = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
-    space = ViTSpace(
-        tasks=tuple(TASKS),
-        embed_dims=(144, 168, 192),
-        depths=(10, 11, 12),
-        num_heads=(2, 3),
-        mlp_ratios=(3.5, 4.0),
-        head_hidden=(32, 64),
-    )
+    if space is None:
+        space = ViTSpace(
+            tasks=tuple(TASKS),
+            embed_dims=(144, 168, 192),
+            depths=(10, 11, 12),
+            num_heads=(2, 3),
+            mlp_ratios=(3.5, 4.0),
+            head_hidden=(32, 64),
+        )
+    else:
+        cfg = yaml.safe_load((CONF / "space" / f"{space}.yaml").read_text())
+        space = ViTSpace.from_config(cfg, tuple(TASKS))
     tasks = build_tasks(list(TASKS), TASKS)
     out = {t: task.out_channels for t, task in tasks.items()}
     sup = ViTSupernet(space, out, img, patch).to(dev)
@@ -172,7 +182,7 @@ def main(
         (
             "(d) largest-arch step, real losses at 1/4 res",
             t_quarter,
-            f"{t_quarter / t_full:.2f}× of full-res losses",
+            f"{t_quarter / t_full:.2f}× of full-res losses ({t_full * 1000:.0f} ms)",
         )
     )
 
@@ -215,7 +225,11 @@ def main(
             f"{1 / per:.2f} candidates/s, {val_images / per:.0f} images/s",
         )
     )
-    return rows, f"{dev.type}, {img[0]}×{img[1]}, patch {patch}, batch {batch}, largest = ViT 192×12"
+    precision = str(dtype).removeprefix("torch.") if dtype else "fp32"
+    return rows, (
+        f"{dev.type}, {img[0]}×{img[1]}, patch {patch}, batch {batch}, {precision}, "
+        f"largest = ViT {largest.embed_dim}×{largest.depth}"
+    )
 
 
 def _compiled_rows(sup, static, space, step, dev, repeats, t_large_eager):
