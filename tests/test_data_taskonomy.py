@@ -24,7 +24,7 @@ SPLITS = {"hanson": "train", "corozal": "val", "ihlen": "test"}
 VIEWS = [(0, 1), (3, 0)]  # (point, view) per building
 FIVE = ["semseg", "depth_zbuffer", "normal", "keypoints2d", "edge_texture"]
 ALL = FIVE + ["edge_occlusion", "reshading", "principal_curvature", "autoencoding", "depth_euclidean",
-              "keypoints3d", "segment_unsup2d", "segment_unsup25d"]  # fmt: skip
+              "keypoints3d", "segment_unsup2d", "segment_unsup25d", "class_object", "class_scene"]  # fmt: skip
 
 
 def cfg(**overrides):
@@ -60,7 +60,15 @@ def make_raw(rng):
         "reshading": np.repeat(rng.integers(0, 256, (S, S, 1), dtype=np.uint8), 3, axis=-1),
         "segment_unsup2d": rng.integers(0, 256, (S, S), dtype=np.uint8),
         "segment_unsup25d": rng.integers(0, 256, (S, S), dtype=np.uint8),
+        # image-level: a softmax vector per image, stored as .npy
+        "class_object": softmax(rng.normal(size=1000) * 3),
+        "class_scene": softmax(rng.normal(size=365) * 3),
     }
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return (e / e.sum()).astype(np.float32)
 
 
 def folder(root, layout, building, domain):
@@ -81,7 +89,10 @@ def write_taskonomy(root, layout="building", seed=0, csv=True):
                 d = folder(root, layout, building, domain)
                 d.mkdir(parents=True, exist_ok=True)
                 tag = "segmentsemantic" if domain == "segment_semantic" else domain
-                Image.fromarray(arr).save(d / f"point_{p}_view_{v}_domain_{tag}.png")
+                if domain.startswith("class_"):
+                    np.save(d / f"point_{p}_view_{v}_domain_{tag}.npy", arr)
+                else:
+                    Image.fromarray(arr).save(d / f"point_{p}_view_{v}_domain_{tag}.png")
     if csv:
         rows = ["id,train,val,test"] + [
             f"{b},{int(s == 'train')},{int(s == 'val')},{int(s == 'test')}" for b, s in SPLITS.items()
@@ -141,12 +152,38 @@ def test_reads_every_domain_to_the_array_convention(tmp_path):
     np.testing.assert_allclose(a["keypoints3d"][..., 0], raw["keypoints3d"] / 65535.0, rtol=1e-6)
     np.testing.assert_allclose(a["segment_unsup2d"][..., 0], raw["segment_unsup2d"] / 255.0, rtol=1e-6)
     np.testing.assert_allclose(a["autoencoding"], raw["rgb"] / 255.0, atol=1e-6)
+    # image-level: the stored probability vectors, as they are
+    np.testing.assert_array_equal(a["class_object"], raw["class_object"])
+    np.testing.assert_array_equal(a["class_scene"], raw["class_scene"])
     # batch convention, resized to data.image_size (nearest for targets)
     s = ds[1]
     assert s["image"].shape == (3, 32, 32) and s["semseg"].dtype == torch.long
     assert s["depth_zbuffer"].shape == (1, 32, 32) and s["principal_curvature"].shape == (2, 32, 32)
+    assert s["class_object"].shape == (1000,) and s["class_scene"].shape == (365,)
+    # augmentation leaves image-level labels alone
+    from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
+
+    aug = Compose([RandomScaleCrop((1.5,)), RandomHorizontalFlip(p=1.0)])(dict(s), ds.kinds)
+    assert torch.equal(aug["class_object"], s["class_object"]) and aug["image"].shape == (3, 32, 32)
     small = build_dataset(cfg(image_size=[16, 16]), tmp_path, "train", ["semseg"])[1]
     np.testing.assert_array_equal(small["semseg"].numpy(), raw["segment_semantic"].astype(np.int64) - 1)
+
+
+def test_class_subset_is_selected_and_renormalised(tmp_path):
+    raws = write_taskonomy(tmp_path)
+    c = cfg()
+    c["available_tasks"]["class_object"] = {
+        "type": "classification",
+        "source": "class_object",
+        "num_classes": 3,
+        "classes": [5, 1, 999],
+    }
+    got = build_dataset(c, tmp_path, "train", ["class_object"]).load_arrays(0)["class_object"]
+    want = raws[("hanson", 0, 1)]["class_object"][[5, 1, 999]]
+    np.testing.assert_allclose(got, want / want.sum(), rtol=1e-6)
+    del c["available_tasks"]["class_object"]["num_classes"]
+    with pytest.raises(ConfigError, match=r"available_tasks\.class_object\.num_classes"):
+        build_dataset(c, tmp_path, "train", ["class_object"])
 
 
 def test_max_depth_and_mask_options(tmp_path):
@@ -240,6 +277,14 @@ def test_mtnas_data_check_passes_and_names_planted_defects(tmp_path, capsys):
     assert f"corozal/normal/{stem}normal.png" in out and "expected an RGB image" in out
     assert f"ihlen/depth_zbuffer/{stem}depth_zbuffer.png" in out and "16-bit" in out
     assert "corozal/segment_semantic/point_0_view_1_domain_segmentsemantic.png" in out and "40" in out
+    np.save(tmp_path / "ihlen/class_scene" / f"{stem}class_scene.npy", np.ones(10, np.float32))  # length
+    neg = np.full(1000, 1e-3, np.float32)
+    neg[7] = -0.5
+    np.save(tmp_path / "hanson/class_object" / f"{stem}class_object.npy", neg)  # negative probability
+    assert check("taskonomy", tmp_path, ["class_object", "class_scene"]) == 1
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert f"ihlen/class_scene/{stem}class_scene.npy: shape (10,), expected (365,)" in out
+    assert f"hanson/class_object/{stem}class_object.npy: negative class probability -0.5" in out
 
 
 def test_recipe_validates_with_every_task(tmp_path):
@@ -254,6 +299,8 @@ def test_recipe_validates_with_every_task(tmp_path):
     tasks = build_tasks(ALL, cfg()["available_tasks"])
     assert tasks["semseg"].out_channels == 17 and tasks["principal_curvature"].out_channels == 2
     assert tasks["autoencoding"].out_channels == 3 and tasks["keypoints2d"].loss_type == "l1"
+    assert tasks["class_object"].out_channels == 1000 and not tasks["class_scene"].dense
+    assert len(ALL) == 15
 
 
 @pytest.mark.slow
@@ -265,3 +312,39 @@ def test_cli_trains_a_few_supernet_steps_on_five_tasks(tmp_path, cache_dir):
     proc = run_cli(args, tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "supernet" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_cli_full_nas_pipeline_with_an_image_level_task(tmp_path, cache_dir):
+    """Pooled heads through every stage: baselines, supernet, search (analytic cost), retrain, report."""
+    import json
+
+    root = tmp_path / "taskonomy"
+    write_taskonomy(root)
+    run_dir = tmp_path / "run"
+    args = [
+        a
+        for a in dataset_run_args("taskonomy_search", root, ["normal", "class_scene"], run_dir, size=(32, 32))
+        if not a.startswith("stage=")
+    ]
+    args += [
+        "trainer.max_epochs=1",
+        "retrain.max_epochs=1",
+        "search.population=3",
+        "search.top_k=2",
+        "search.mutations=1",
+        "search.crossovers=1",
+        "search.generations=1",
+        "search.val_batches=1",
+        "latency.repeats=1",
+        "latency.warmup=0",
+        # 2 val images: top-1 of an untrained baseline may be 0, which makes a relative change undefined
+        "+data.available_tasks.class_scene.delta_m_metrics=[kl]",
+    ]
+    proc = run_cli(args, tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    mtl = results["models"]["multitask"]
+    assert set(mtl["test"]["class_scene"]) == {"top1", "top5", "kl"}
+    assert 0 <= mtl["test"]["class_scene"]["top5"] <= 100 and isinstance(mtl["delta_m"], float)
+    assert "KL" in (run_dir / "report.md").read_text()

@@ -160,3 +160,42 @@ def test_regression_and_saliency_losses_ignore_invalid_pixels():
     sal = build_task("saliency", {"type": "saliency"})
     all_ignored = torch.full((1, 1, 2, 2), 255.0)
     assert float(sal.loss(torch.randn(1, 1, 2, 2), all_ignored)) == 0.0
+
+
+def test_classification_metrics_and_loss_by_hand():
+    from mtnas.metrics import ClassificationMetrics
+    from mtnas.tasks import build_task
+
+    logits = torch.tensor(
+        [
+            [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],  # ranks 0 > 1 > 2 > 3 > 4 > 5
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],  # ranks 5 > 4 > 3 > 2 > 1 > 0
+            [0.0, 0.0, 0.0, 0.0, 0.0, 9.0],
+        ]
+    )
+    soft = torch.tensor(
+        [
+            [0.7, 0.3, 0, 0, 0, 0],  # most likely class 0: top-1 hit
+            [0.1, 0.0, 0, 0, 0, 0.0],  # class 0 only (unnormalised): ranked last, not in the top 5
+            [0.0, 0.0, 0, 0, 0, 0.0],  # unlabeled row: skipped
+        ]
+    )
+    m = ClassificationMetrics()
+    m.update(logits, soft)
+    out = m.compute()
+    assert out["top1"] == pytest.approx(50.0) and out["top5"] == pytest.approx(50.0)
+    log_q0 = torch.log_softmax(logits[0], 0)
+    log_q1 = torch.log_softmax(logits[1], 0)
+    kl0 = 0.7 * (math.log(0.7) - log_q0[0]) + 0.3 * (math.log(0.3) - log_q0[1])
+    kl1 = -log_q1[0]  # target one-hot on class 0 after normalisation
+    assert out["kl"] == pytest.approx(float(kl0 + kl1) / 2, rel=1e-5)
+    # hard labels: -1 = unlabeled; class 4 is in row 1's top 5 but not its top 1
+    m = ClassificationMetrics()
+    m.update(logits, torch.tensor([0, 4, -1]))
+    assert m.compute()["top1"] == pytest.approx(50.0) and m.compute()["top5"] == pytest.approx(100.0)
+
+    task = build_task("class_object", {"type": "classification", "num_classes": 6})
+    want = -(0.7 * log_q0[0] + 0.3 * log_q0[1] + log_q1[0]) / 2  # soft cross-entropy, labelled rows
+    assert float(task.loss(logits, soft)) == pytest.approx(float(want), rel=1e-5)
+    assert float(task.loss(logits, torch.zeros(3, 6))) == 0.0
+    assert task.directions == {"top1": "max", "top5": "max", "kl": "min"}

@@ -24,6 +24,35 @@ def test_cnn_and_vit_backbones_give_full_resolution_outputs(backbone):
     assert out["depth"].shape == (2, 1, 64, 96)
 
 
+def test_image_level_tasks_get_pooled_heads_and_skip_loss_resampling():
+    from mtnas.lit.multitask import loss_targets
+    from mtnas.tasks import build_tasks, image_level
+
+    net = build_multitask_net(
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}},
+        {"depth": 1, "scene": 7},
+        (64, 96),
+        image_level={"scene"},
+    )
+    x = torch.randn(2, 3, 64, 96)
+    out = net(x)
+    assert out["depth"].shape == (2, 1, 64, 96) and out["scene"].shape == (2, 7)
+    # pooled before the 1×1 prediction == the dense logits averaged over the head's grid
+    head, feats = net.heads["scene"], [net.backbone(x)[i] for i in net.levels]
+    head.pooled = False
+    dense = head(feats, feats[0].shape[-2:])
+    head.pooled = True
+    torch.testing.assert_close(out["scene"], dense.mean((2, 3)), rtol=1e-4, atol=1e-5)
+    tasks = build_tasks(
+        ["depth", "scene"],
+        {"depth": TASKS["depth"], "scene": {"type": "classification", "num_classes": 7}},
+    )
+    assert image_level(tasks) == {"scene"}
+    scene = torch.softmax(torch.randn(2, 7), 1)
+    _, t = loss_targets(tasks, {"image": x, "depth": torch.rand(2, 1, 64, 96), "scene": scene}, 4)
+    assert t["scene"] is scene and t["depth"].shape == (2, 1, 16, 24)
+
+
 def test_cost_counts_params_and_flops():
     net = build_multitask_net(
         {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"depth": 1}, (64, 64)

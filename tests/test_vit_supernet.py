@@ -195,6 +195,40 @@ def test_from_arch_skeleton_takes_inherited_weights_and_flops_are_exact(supernet
         )
 
 
+def test_image_level_task_pooled_head_extracts_exactly_and_costs_are_exact():
+    from mtnas.search.cost import count_flops, vit_arch_flops
+    from mtnas.supernet import StaticMultiTaskViT
+
+    out = {"semseg": 5, "depth": 1, "scene": 11}
+    space = ViTSpace(
+        tasks=(*TASKS, "scene"),
+        embed_dims=(24, 32),
+        depths=(3, 4),
+        num_heads=(2, 4),
+        mlp_ratios=(1.0, 2.0),
+        head_hidden=(8, 16),
+    )
+    torch.manual_seed(0)
+    net = ViTSupernet(space, out, IMG, patch_size=8, image_level={"scene"}).eval()
+    rng = random.Random(2)
+    x = torch.randn(2, 3, *IMG)
+    for arch in [space.largest(task_specific=True), *[space.sample(rng) for _ in range(3)]]:
+        sub = net.extract(arch).eval()
+        with torch.no_grad():
+            want, got = net(x, arch), sub(x)
+        assert got["scene"].shape == (2, 11) and got["depth"].shape == (2, 1, *IMG)
+        for t in out:
+            torch.testing.assert_close(got[t], want[t], rtol=1e-5, atol=1e-5)
+        assert count_params(sub) == vit_arch_params(arch, list(out), out, net.grid, 8, space.head_dim)
+        assert count_flops(sub, IMG) == vit_arch_flops(
+            arch, list(out), out, net.grid, 8, space.head_dim, image_level={"scene"}
+        )
+        skeleton = StaticMultiTaskViT.from_arch(arch, out, IMG, 8, space.head_dim, image_level={"scene"})
+        skeleton.load_state_dict(sub.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(skeleton.eval()(x)["scene"], got["scene"])
+
+
 def test_sandwich_step_trains_largest_smallest_and_random_archs():
     from mtnas.lit.supernet import SupernetLitModule
 

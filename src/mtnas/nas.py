@@ -23,6 +23,7 @@ from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
 from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
 from mtnas.search.population import PopulationLog, pareto_front
 from mtnas.space import ViTArch, ViTSpace
+from mtnas.tasks import image_level
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class NAS:
         )
         self.patch_size = int(cfg.supernet.patch_size)
         self.out_channels = {t: task.out_channels for t, task in pipeline.task_objs.items()}
+        self.image_level = image_level(pipeline.task_objs)
         self.supernet_dir = pipeline.out / "supernet"
         self.search_dir = pipeline.out / "search"
         self.arch_path = pipeline.out / "arch.yaml"
@@ -74,6 +76,7 @@ class NAS:
                 self.grid,
                 self.patch_size,
                 self.space.head_dim,
+                tuple(sorted(self.image_level)),
             )
         )
         if self.measures_latency:
@@ -95,14 +98,21 @@ class NAS:
         def measure() -> float:
             # Latency does not depend on the weights: a fresh static subnet of this arch is timed.
             model = StaticMultiTaskViT.from_arch(
-                arch, self.out_channels, size, self.patch_size, self.space.head_dim
+                arch,
+                self.out_channels,
+                size,
+                self.patch_size,
+                self.space.head_dim,
+                image_level=self.image_level,
             )
             return measure_latency(
                 model, size, int(lcfg.batch_size), self.device, int(lcfg.warmup), int(lcfg.repeats)
             )
 
         return self._latency(
-            f"p{self.patch_size}|{sorted(self.out_channels.items())}|{arch_key(arch.to_dict())}", measure
+            f"p{self.patch_size}|{sorted(self.out_channels.items())}|pooled{sorted(self.image_level)}|"
+            f"{arch_key(arch.to_dict())}",
+            measure,
         )
 
     def check_budget(self) -> None:
@@ -339,11 +349,11 @@ class NAS:
 
 
 @cache
-def _cost(arch, tasks, out_channels, grid, patch, head_dim) -> dict[str, int]:
+def _cost(arch, tasks, out_channels, grid, patch, head_dim, image_level) -> dict[str, int]:
     oc = dict(out_channels)
     return {
         "params": vit_arch_params(arch, list(tasks), oc, grid, patch, head_dim),
-        "flops": vit_arch_flops(arch, list(tasks), oc, grid, patch, head_dim),
+        "flops": vit_arch_flops(arch, list(tasks), oc, grid, patch, head_dim, image_level=image_level),
     }
 
 

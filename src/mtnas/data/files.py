@@ -19,6 +19,8 @@ Array convention (channel-last numpy, before conversion to the batch convention 
     normal      H×W×3 float unit vectors, 0 = invalid               → (3, H, W)
     binary      H×W in {0, 1, 255}, 255 = ignore (edges, saliency)  → (1, H, W)
     regression  H×W×C float, NaN = invalid                          → (C, H, W)
+    distribution  C float ≥ 0, one per image (class probabilities;    → (C,)
+                  all zero = unlabeled); not resized or augmented
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ from torch.utils.data import Dataset
 
 from mtnas.errors import DataError
 
-KINDS = ("image", "semseg", "depth", "normal", "binary", "regression")
-_FIXED_CHANNELS: dict[str, int | None] = {"image": 3, "semseg": None, "depth": 1, "normal": 3, "binary": None}
+KINDS = ("image", "semseg", "depth", "normal", "binary", "regression", "distribution")
+SPATIAL = frozenset(KINDS) - {"distribution"}  # kinds with an H×W extent (resized, cropped, flipped)
+_FIXED_CHANNELS: dict[str, int | None] = {
+    "image": 3,
+    "semseg": None,
+    "depth": 1,
+    "normal": 3,
+    "binary": None,
+    "distribution": None,
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,15 @@ IMAGE = Target("image", "image")
 
 def check_array(path: Any, arr: np.ndarray, target: Target, size: tuple[int, int] | None) -> list[str]:
     """Problems with one decoded array (empty = fine). Cheap: shape, dtype, finiteness."""
+    if target.kind == "distribution":
+        n = target.num_classes
+        if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+            return [
+                f"{path}: shape {tuple(arr.shape)}, expected ({n if n is not None else 'C'},) class scores"
+            ]
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            return [f"{path}: expected finite numeric class scores"]
+        return []
     channels = target.expected_channels
     want_ndim = 2 if channels is None else 3
     if arr.ndim != want_ndim or (channels is not None and arr.shape[-1] != channels):
@@ -91,6 +110,8 @@ def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
             return [f"{path}: label value {float(arr[~ok].flat[0]):g} outside {{-1, 0..{n - 1}}}"]
         if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
             return [f"{path}: non-integral label {float(arr[arr != np.round(arr)].flat[0]):g}"]
+    if kind == "distribution" and (arr < 0).any():
+        return [f"{path}: negative class probability {float(arr[arr < 0].flat[0]):g}"]
     if kind == "depth" and (arr < 0).any():
         return [f"{path}: negative depth (0 marks invalid pixels)"]
     if kind == "image" and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
@@ -108,6 +129,8 @@ def to_tensor(arr: np.ndarray, kind: str) -> Tensor:
     if kind == "semseg":
         return torch.from_numpy(np.asarray(arr)).round().long()
     t = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    if kind == "distribution":
+        return t
     if t.ndim == 2:
         return t[None]
     return t.permute(2, 0, 1).contiguous()
@@ -116,7 +139,7 @@ def to_tensor(arr: np.ndarray, kind: str) -> Tensor:
 def resize(x: Tensor, size: tuple[int, int], kind: str) -> Tensor:
     """Resize one channel-first sample entry. Bilinear for images; nearest for every target, because
     interpolating would blend labels and mix invalid pixels into depth, normals and regression maps."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    if kind not in SPATIAL or tuple(x.shape[-2:]) == tuple(size):
         return x
     if kind == "image":
         return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
@@ -222,7 +245,7 @@ class FileDataset(Dataset, ABC):
             problems = check_values(sample[key], arrays[key], target)
             if problems:
                 raise DataError(sample[key], problems[0].split(": ", 1)[1])
-        shapes = {k: a.shape[:2] for k, a in arrays.items()}
+        shapes = {k: a.shape[:2] for k, a in arrays.items() if self.kinds[k] in SPATIAL}
         if len(set(shapes.values())) > 1:
             raise DataError(sample["image"], f"sample {self.sample_id(index)}: sizes differ {shapes}")
         return arrays

@@ -57,8 +57,13 @@ Sizes: every target is brought to its rgb image's size by nearest-neighbour samp
 (segment_semantic is reported to be stored at 256×256 in some copies, rgb at 512×512); the base class
 then resizes everything to `data.image_size` (bilinear image, nearest targets), so metrics are computed at
 that size on nearest-resampled targets — Standley et al. resize labels bilinearly to 256×256 instead.
-Non-pixel domains (class_object, class_scene, points / room_layout, vanishing_point, nonfixated_matches)
-are not read by this format.
+Image-level domains: class_object and class_scene hold one `.npy` per image
+(`point_<p>_view_<v>_domain_class_object.npy`), a vector of class probabilities distilled from an ImageNet
+(1000 classes) or Places365 (365) classifier (omnidata `task_configs.py`: 1000 / 365 classes, ext npy);
+read as that vector (a (1, C) array is flattened), checked finite and non-negative, and trained as
+`classification` tasks with pooled heads. `classes: [...]` in the task spec keeps a subset of the entries
+(renormalised; one public loader trains object classification on a selected ImageNet subset). Domains that are
+not per-image arrays (points / room_layout, vanishing_point, nonfixated_matches) are not read.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from mtnas.data.files import FileDataset, read_png
+from mtnas.data.files import SPATIAL, FileDataset, Target, read_npy, read_png
 from mtnas.errors import ConfigError, DataError
 
 RGB = "rgb"
@@ -89,10 +94,11 @@ SPLIT_GLOB = "train_val_test_*.csv"
 
 @dataclass(frozen=True)
 class Domain:
-    encoding: str  # rgb | labels | depth16 | normal8 | gray16 | curvature8 | shading8 | gray8
+    encoding: str  # rgb | labels | depth16 | normal8 | gray16 | curvature8 | shading8 | gray8 | scores
     kinds: tuple[str, ...]  # array kinds a task of this domain may have
     channels: int | None = None  # regression channels
     tags: tuple[str, ...] = ()  # file-name tags, when not the domain name
+    ext: str = "png"
 
 
 DOMAINS: dict[str, Domain] = {
@@ -109,6 +115,10 @@ DOMAINS: dict[str, Domain] = {
     "reshading": Domain("shading8", ("regression",), 1),
     "segment_unsup2d": Domain("gray8", ("regression",), 1),
     "segment_unsup25d": Domain("gray8", ("regression",), 1),
+    # Image-level: one .npy vector of class probabilities per image, distilled from an ImageNet
+    # (1000 classes) or Places365 (365) classifier.
+    "class_object": Domain("scores", ("distribution",), ext="npy"),
+    "class_scene": Domain("scores", ("distribution",), ext="npy"),
 }
 
 
@@ -186,6 +196,11 @@ class TaskonomyDataset(FileDataset):
                     f"data.available_tasks.{key}.channels",
                     f"domain {domain} has {spec.channels} channel(s), got {target.channels}.",
                 )
+            if target.kind == "distribution" and not target.num_classes:
+                raise ConfigError(
+                    f"data.available_tasks.{key}.num_classes",
+                    "is required (1000 for class_object, 365 for class_scene, or len(classes)).",
+                )
             if target.kind == "semseg" and not target.num_classes:
                 raise ConfigError(
                     f"data.available_tasks.{key}.num_classes", "is required (17 for Taskonomy)."
@@ -197,7 +212,7 @@ class TaskonomyDataset(FileDataset):
             raise ConfigError(
                 "data.mask_with_depth", f"unknown task(s) {unknown}; tasks are {sorted(available)}."
             )
-        self.masked = [k for k in self.targets if k in masked]
+        self.masked = [k for k in self.targets if k in masked and self.targets[k].kind in SPATIAL]
         max_depth = self.options.get("max_depth")
         if max_depth is not None and (not isinstance(max_depth, int | float) or max_depth <= 0):
             raise ConfigError(
@@ -345,10 +360,11 @@ class TaskonomyDataset(FileDataset):
                 if domain == RGB:
                     sample[key] = folder / f"{stem}rgb.png"
                     continue
-                tags = file_tags(domain)
-                name = next((f"{stem}{t}.png" for t in tags if f"{stem}{t}.png" in listings[domain]), None)
+                tags, ext = file_tags(domain), DOMAINS[domain].ext
+                names = [f"{stem}{t}.{ext}" for t in tags]
+                name = next((n for n in names if n in listings[domain]), None)
                 if name is None:
-                    self.index_problems.append(f"{folder / f'{stem}{tags[0]}.png'}: file is missing.")
+                    self.index_problems.append(f"{folder / names[0]}: file is missing.")
                     break
                 sample[key] = folder / name
             else:
@@ -377,6 +393,8 @@ class TaskonomyDataset(FileDataset):
             return rgb.astype(np.float32) / 255.0
         if enc == "labels":
             return self._labels(ref, read_png(ref), self.targets[key].num_classes or 17)
+        if enc == "scores":
+            return self._scores(ref, read_npy(ref), self.targets[key])
         if enc == "depth16":
             return self._depth(ref, self._uint16(ref, read_png(ref), "depth in 1/512 m"))
         if enc == "normal8":
@@ -429,6 +447,23 @@ class TaskonomyDataset(FileDataset):
             )
         return raw.astype(np.int16) - 1  # 0 → −1 (ignore), k → k − 1
 
+    @staticmethod
+    def _scores(path: Path, raw: np.ndarray, target: Target) -> np.ndarray:
+        """A class-probability vector; `classes` (task option) keeps a subset of its entries, renormalised."""
+        scores = np.asarray(raw).reshape(-1) if raw.ndim == 2 and 1 in raw.shape else np.asarray(raw)
+        if scores.ndim != 1 or not np.issubdtype(scores.dtype, np.number):
+            raise DataError(path, f"shape {raw.shape}, dtype {raw.dtype}: expected a vector of class scores.")
+        classes = target.options.get("classes")
+        if classes is not None:
+            if max(classes) >= scores.shape[0]:
+                raise DataError(
+                    path, f"{scores.shape[0]} class scores, but `classes` selects index {max(classes)}."
+                )
+            scores = scores[list(classes)]
+            total = scores.sum()
+            scores = scores / total if total > 0 else scores
+        return scores.astype(np.float32)
+
     def _depth(self, path: Path, raw: np.ndarray) -> np.ndarray:
         metres = raw.astype(np.float32) / DEPTH_UNITS_PER_M
         metres[raw >= self.max_raw_depth] = 0.0
@@ -456,7 +491,7 @@ class TaskonomyDataset(FileDataset):
         without depth are invalid in the depth-masked domains (Standley et al.'s `mask_with_depth`)."""
         size = arrays["image"].shape[:2]
         for key, target in self.targets.items():
-            if key == "image":
+            if key == "image" or target.kind not in SPATIAL:
                 continue
             arr = self._align(sample, sample[key], arrays[key], size)
             if target.kind == "regression" and key in self.scaling:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mtnas.data.files import resize
+from mtnas.data.files import SPATIAL, resize
 
 
 class RandomScaleCrop:
@@ -33,6 +33,9 @@ class RandomScaleCrop:
         j = int(torch.randint(w - cw + 1, ()))
         out = {}
         for key, x in sample.items():
+            if kinds[key] not in SPATIAL:
+                out[key] = x
+                continue
             x = resize(x[..., i : i + ch, j : j + cw], (h, w), kinds[key])
             out[key] = x / s if kinds[key] == "depth" else x
         return out
@@ -49,6 +52,9 @@ class RandomHorizontalFlip:
             return sample
         out = {}
         for key, x in sample.items():
+            if kinds[key] not in SPATIAL:  # an image-level label is the same for the mirrored image
+                out[key] = x
+                continue
             x = x.flip(-1)
             if kinds[key] == "normal":
                 x = x.clone()

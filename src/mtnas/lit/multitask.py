@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mtnas.metrics import delta_m
 from mtnas.nn import build_multitask_net
-from mtnas.tasks import build_tasks
+from mtnas.tasks import build_tasks, image_level
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
@@ -37,7 +37,12 @@ class MultiTaskLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tasks = build_tasks(list(tasks), available_tasks)
-        self.model = build_model(model, {t: task.out_channels for t, task in self.tasks.items()}, image_size)
+        self.model = build_model(
+            model,
+            {t: task.out_channels for t, task in self.tasks.items()},
+            image_size,
+            image_level(self.tasks),
+        )
         self.weighting = loss.get("weighting", "fixed")
         self.loss_stride = int(loss.get("stride", 1))
         weights = dict(loss.get("weights") or {})
@@ -144,7 +149,12 @@ def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> fl
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_model(model_cfg: Mapping[str, Any], out_channels: Mapping[str, int], image_size) -> nn.Module:
+def build_model(
+    model_cfg: Mapping[str, Any],
+    out_channels: Mapping[str, int],
+    image_size,
+    image_level: Collection[str] = (),
+) -> nn.Module:
     """A timm backbone + heads (`model.backbone`), or a searched ViT subnet (`model.arch`, from the search stage)."""
     if model_cfg.get("arch") is not None:
         from mtnas.space import ViTArch
@@ -157,8 +167,9 @@ def build_model(model_cfg: Mapping[str, Any], out_channels: Mapping[str, int], i
             int(model_cfg["patch_size"]),
             int(model_cfg["head_dim"]),
             int(model_cfg.get("num_levels", 3)),
+            image_level,
         )
-    return build_multitask_net(model_cfg, out_channels, image_size)
+    return build_multitask_net(model_cfg, out_channels, image_size, image_level)
 
 
 def loss_targets(
@@ -177,7 +188,9 @@ def loss_targets(
     out = {}
     for t, task in tasks.items():
         y = batch[t]
-        if task.kind == "semseg":
+        if not task.dense:  # one label per image: nothing to resample
+            out[t] = y
+        elif task.kind == "semseg":
             out[t] = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
         elif task.kind == "binary":
             near = F.interpolate(y.float(), size=size, mode="nearest")

@@ -20,11 +20,11 @@ from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import ViTSpace
 from mtnas.supernet import ViTSupernet
-from mtnas.tasks import build_tasks
+from mtnas.tasks import build_tasks, image_level
 
 
 def distill_loss(task_type: str, student: Tensor, teacher: Tensor) -> Tensor:
-    if task_type == "semseg":
+    if task_type in ("semseg", "classification"):
         return (
             F.kl_div(F.log_softmax(student, 1), F.softmax(teacher, 1), reduction="batchmean")
             / student[0, 0].numel()
@@ -62,6 +62,7 @@ class SupernetLitModule(pl.LightningModule):
             tuple(image_size),
             int(supernet["patch_size"]),
             int(supernet.get("num_levels", 3)),
+            image_level(self.tasks),
         )
         if supernet.get("compile", False):
             self.net.compile_blocks(str(supernet.get("compile_backend", "inductor")))

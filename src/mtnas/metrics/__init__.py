@@ -1,5 +1,6 @@
-"""Dense-prediction metrics as torchmetrics `Metric`s (sum states, so they sync under DDP) and Δm."""
+"""Dense-prediction (and image-level) metrics as torchmetrics `Metric`s (sum states, so they sync under DDP) and Δm."""
 
+from mtnas.metrics.classification import ClassificationMetrics
 from mtnas.metrics.delta_m import delta_m
 from mtnas.metrics.depth import DepthMetrics
 from mtnas.metrics.edge import BoundaryFScore
@@ -10,6 +11,7 @@ from mtnas.metrics.semseg import SemsegMetrics
 
 __all__ = [
     "BoundaryFScore",
+    "ClassificationMetrics",
     "DepthMetrics",
     "NormalMetrics",
     "RegressionMetrics",

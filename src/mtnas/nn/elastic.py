@@ -199,11 +199,15 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 class ElasticDenseHead(nn.Module):
     """The multi-scale dense head for ViT features (all levels at the patch stride) with an elastic input
-    width. GroupNorm, not BatchNorm: running statistics cannot be shared between subnets of other widths."""
+    width. GroupNorm, not BatchNorm: running statistics cannot be shared between subnets of other widths.
 
-    def __init__(self, in_dim: int, num_levels: int, hidden: int, out_channels: int):
+    `pooled=True` (image-level tasks): the refined features are averaged over the image before the 1×1
+    prediction, giving (B, out_channels); the same as averaging the dense logits, at 1/HW of the cost."""
+
+    def __init__(self, in_dim: int, num_levels: int, hidden: int, out_channels: int, pooled: bool = False):
         super().__init__()
         self.max_in = in_dim
+        self.pooled = pooled
         self.lateral = nn.ModuleList(nn.Conv2d(in_dim, hidden, 1) for _ in range(num_levels))
         self.refine = nn.Sequential(
             nn.GroupNorm(1, hidden),
@@ -219,14 +223,15 @@ class ElasticDenseHead(nn.Module):
         fused = sum(
             F.conv2d(f, lat.weight[:, :in_dim], lat.bias) for lat, f in zip(self.lateral, feats, strict=True)
         )
-        return F.interpolate(
-            self.predict(self.refine(fused)), size=output_size, mode="bilinear", align_corners=False
-        )
+        refined = self.refine(fused)
+        if self.pooled:
+            return self.predict(refined.mean((2, 3), keepdim=True)).flatten(1)
+        return F.interpolate(self.predict(refined), size=output_size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def extract(self, in_dim: int) -> ElasticDenseHead:
         hidden = self.predict.in_channels
-        out = ElasticDenseHead(in_dim, len(self.lateral), hidden, self.predict.out_channels)
+        out = ElasticDenseHead(in_dim, len(self.lateral), hidden, self.predict.out_channels, self.pooled)
         for src, dst in zip(self.lateral, out.lateral, strict=True):
             dst.weight.copy_(src.weight[:, :in_dim])
             dst.bias.copy_(src.bias)

@@ -18,13 +18,20 @@ class MultiScaleHead(nn.Module):
     """Project each feature level to `hidden` channels, upsample to the finest one, sum, refine, predict.
 
     Predicting at the finest feature stride and upsampling the logits (rather than the features) keeps
-    the head cheap: full-resolution work is one bilinear resize of `out_channels` maps.
+    the head cheap: full-resolution work is one bilinear resize of `out_channels` maps. `pooled=True`
+    (image-level tasks) averages the refined features over the image and predicts (B, out_channels).
     """
 
     def __init__(
-        self, in_channels: Sequence[int], out_channels: int, hidden: int = 64, refine_layers: int = 1
+        self,
+        in_channels: Sequence[int],
+        out_channels: int,
+        hidden: int = 64,
+        refine_layers: int = 1,
+        pooled: bool = False,
     ):
         super().__init__()
+        self.pooled = pooled
         self.lateral = nn.ModuleList(conv_bn_relu(c, hidden, 1) for c in in_channels)
         self.refine = nn.Sequential(*[conv_bn_relu(hidden, hidden, 3) for _ in range(refine_layers)])
         self.predict = nn.Conv2d(hidden, out_channels, 1)
@@ -37,5 +44,7 @@ class MultiScaleHead(nn.Module):
             if y.shape[-2:] != target:
                 y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
             fused = y if fused is None else fused + y
-        out = self.predict(self.refine(fused))
-        return F.interpolate(out, size=output_size, mode="bilinear", align_corners=False)
+        refined = self.refine(fused)
+        if self.pooled:
+            return self.predict(refined.mean((2, 3), keepdim=True)).flatten(1)
+        return F.interpolate(self.predict(refined), size=output_size, mode="bilinear", align_corners=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,7 +12,8 @@ from mtnas.nn.heads import MultiScaleHead
 
 
 class MultiTaskNet(nn.Module):
-    """`forward(images) -> dict[task, Tensor]`, every output at the input resolution (or `output_size`).
+    """`forward(images) -> dict[task, Tensor]`, every dense output at the input resolution (or
+    `output_size`); image-level tasks give (B, C).
 
     `levels` picks which backbone feature levels feed the heads (finest first); stride-2 stems are
     usually left out, as they cost most and add little.
@@ -32,15 +33,21 @@ class MultiTaskNet(nn.Module):
 
 
 def build_multitask_net(
-    model_cfg: Mapping[str, Any], out_channels: Mapping[str, int], image_size: tuple[int, int]
+    model_cfg: Mapping[str, Any],
+    out_channels: Mapping[str, int],
+    image_size: tuple[int, int],
+    image_level: Collection[str] = (),
 ) -> MultiTaskNet:
     """Build from the `model` config group: `backbone: {name, ...timm kwargs}`, `head: {hidden, ...}`,
-    `min_reduction` (feature levels finer than this are not fed to the heads)."""
+    `min_reduction` (feature levels finer than this are not fed to the heads). Tasks in `image_level` get
+    pooled heads (one prediction per image)."""
     bb_cfg = dict(model_cfg["backbone"])
     backbone = TimmBackbone(bb_cfg.pop("name"), image_size, **bb_cfg)
     min_red = int(model_cfg.get("min_reduction", 4))
     levels = [i for i, r in enumerate(backbone.reductions) if r >= min_red] or [len(backbone.reductions) - 1]
     in_ch = [backbone.channels[i] for i in levels]
     head_cfg = dict(model_cfg.get("head", {}))
-    heads = {t: MultiScaleHead(in_ch, c, **head_cfg) for t, c in out_channels.items()}
+    heads = {
+        t: MultiScaleHead(in_ch, c, **head_cfg, pooled=t in image_level) for t, c in out_channels.items()
+    }
     return MultiTaskNet(backbone, heads, levels)

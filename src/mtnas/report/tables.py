@@ -31,6 +31,9 @@ _SHORT = {
     "within_22_5": "% < 22.5°",
     "within_30": "% < 30°",
     "odsf": "odsF",
+    "top1": "top-1 %",
+    "top5": "top-5 %",
+    "kl": "KL",
 }
 _SOURCE = {"run": "baselines trained in this run", "config": "numbers given in config (baselines.metrics)"}
 HEADER = ["task", "metric", "single-task", "multi-task", "change (%)"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -67,6 +69,7 @@ def vit_arch_flops(
     head_dim: int,
     num_levels: int = 3,
     in_chans: int = 3,
+    image_level: Collection[str] = (),
 ) -> int:
     """FLOPs (2 per multiply-add) of one image through a ViT subnet, analytically; counts what torch's
     flop counter counts (matmuls, convolutions, attention), tested equal to `count_flops(extract(arch))`."""
@@ -83,7 +86,8 @@ def vit_arch_flops(
         f += 4 * n_tok * d * hidden  # fc1 + fc2
     for t in tasks:
         h, c = arch.heads[t], out_channels[t]
-        f += 2 * g * (num_levels * d * h + 9 * h * h + h * c)
+        f += 2 * g * (num_levels * d * h + 9 * h * h)
+        f += 2 * h * c * (1 if t in image_level else g)  # a pooled head predicts once, not per location
     return f
 
 

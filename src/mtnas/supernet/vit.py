@@ -10,7 +10,7 @@ the same routing code, which is what makes `extract(arch)(x) == supernet(x, arch
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -88,9 +88,11 @@ class ViTSupernet(nn.Module):
         img_size: tuple[int, int],
         patch_size: int = 16,
         num_levels: int = 3,
+        image_level: Collection[str] = (),
     ):
         super().__init__()
         self.space = space
+        self.image_level = frozenset(image_level)  # tasks with pooled heads (one prediction per image)
         self.tasks = list(space.tasks)
         self.num_levels = num_levels
         dim, heads, depth = max(space.embed_dims), max(space.num_heads), max(space.depths)
@@ -111,7 +113,10 @@ class ViTSupernet(nn.Module):
         self.heads = nn.ModuleDict(
             {
                 t: nn.ModuleDict(
-                    {str(h): ElasticDenseHead(dim, num_levels, h, out_channels[t]) for h in space.head_hidden}
+                    {
+                        str(h): ElasticDenseHead(dim, num_levels, h, out_channels[t], t in self.image_level)
+                        for h in space.head_hidden
+                    }
                 )
                 for t in self.tasks
             }
@@ -239,6 +244,7 @@ class StaticMultiTaskViT(nn.Module):
         patch_size: int,
         head_dim: int,
         num_levels: int = 3,
+        image_level: Collection[str] = (),
     ) -> StaticMultiTaskViT:
         """A freshly initialised subnet of this arch: the retrain-from-scratch model, and the skeleton
         that inherited weights (`supernet.extract(arch).state_dict()`) load into."""
@@ -254,7 +260,10 @@ class StaticMultiTaskViT(nn.Module):
                     )
         embed = ElasticPatchEmbed(d, img_size, patch_size)
         heads = nn.ModuleDict(
-            {t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t]) for t in tasks}
+            {
+                t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t], t in image_level)
+                for t in tasks
+            }
         )
         norm = ElasticLayerNorm(d, eps=1e-6)
         return cls(

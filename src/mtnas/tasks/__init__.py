@@ -7,6 +7,7 @@ from typing import Any
 
 from mtnas.errors import ConfigError
 from mtnas.tasks.base import Task
+from mtnas.tasks.classification import ClassificationTask
 from mtnas.tasks.depth import DepthTask
 from mtnas.tasks.edge import EdgeTask
 from mtnas.tasks.normal import NormalTask
@@ -15,7 +16,8 @@ from mtnas.tasks.saliency import SaliencyTask
 from mtnas.tasks.semseg import SemsegTask
 
 TASK_TYPES: dict[str, type[Task]] = {
-    t.type: t for t in (SemsegTask, DepthTask, NormalTask, EdgeTask, RegressionTask, SaliencyTask)
+    t.type: t
+    for t in (SemsegTask, DepthTask, NormalTask, EdgeTask, RegressionTask, SaliencyTask, ClassificationTask)
 }
 
 
@@ -38,6 +40,11 @@ def build_task(name: str, spec: Mapping[str, Any]) -> Task:
         ) from None
 
 
+def image_level(tasks: Mapping[str, Task]) -> frozenset[str]:
+    """Tasks predicted once per image (pooled heads) rather than per pixel."""
+    return frozenset(t for t, task in tasks.items() if not task.dense)
+
+
 def build_tasks(selected: list[str], available: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
     unknown = [t for t in selected if t not in available]
     if unknown:
@@ -45,4 +52,4 @@ def build_tasks(selected: list[str], available: Mapping[str, Mapping[str, Any]])
     return {name: build_task(name, available[name]) for name in selected}
 
 
-__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks"]
+__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks", "image_level"]

@@ -19,6 +19,7 @@ class Task(ABC):
 
     type: ClassVar[str]
     kind: ClassVar[str]  # the target's array convention (mtnas.data.files.KINDS)
+    dense: ClassVar[bool] = True  # False: one prediction per image (the head pools over the image)
     main_metric: ClassVar[str]
     default_delta_m_metrics: ClassVar[tuple[str, ...]]
 
