@@ -5,6 +5,7 @@ point_<p>_view_<v>_domain_<domain>.png (segment_semantic files tagged `segmentse
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -24,7 +25,8 @@ SPLITS = {"hanson": "train", "corozal": "val", "ihlen": "test"}
 VIEWS = [(0, 1), (3, 0)]  # (point, view) per building
 FIVE = ["semseg", "depth_zbuffer", "normal", "keypoints2d", "edge_texture"]
 ALL = FIVE + ["edge_occlusion", "reshading", "principal_curvature", "autoencoding", "depth_euclidean",
-              "keypoints3d", "segment_unsup2d", "segment_unsup25d", "class_object", "class_scene"]  # fmt: skip
+              "keypoints3d", "segment_unsup2d", "segment_unsup25d", "class_object", "class_scene",
+              "vanishing_point"]  # fmt: skip
 
 
 def cfg(**overrides):
@@ -63,6 +65,11 @@ def make_raw(rng):
         # image-level: a softmax vector per image, stored as .npy
         "class_object": softmax(rng.normal(size=1000) * 3),
         "class_scene": softmax(rng.normal(size=365) * 3),
+        # per-view JSON metadata (omnidata's point_info); the vanishing points are 3 lists of 3
+        "point_info": {
+            "vanishing_points_gaussian_sphere": {a: rng.normal(size=3).tolist() for a in "xyz"},
+            "camera_location": [1.0, 2.0, 3.0],
+        },
     }
 
 
@@ -91,6 +98,8 @@ def write_taskonomy(root, layout="building", seed=0, csv=True):
                 tag = "segmentsemantic" if domain == "segment_semantic" else domain
                 if domain.startswith("class_"):
                     np.save(d / f"point_{p}_view_{v}_domain_{tag}.npy", arr)
+                elif domain == "point_info":
+                    (d / f"point_{p}_view_{v}_domain_{tag}.json").write_text(json.dumps(arr))
                 else:
                     Image.fromarray(arr).save(d / f"point_{p}_view_{v}_domain_{tag}.png")
     if csv:
@@ -155,11 +164,14 @@ def test_reads_every_domain_to_the_array_convention(tmp_path):
     # image-level: the stored probability vectors, as they are
     np.testing.assert_array_equal(a["class_object"], raw["class_object"])
     np.testing.assert_array_equal(a["class_scene"], raw["class_scene"])
+    vps = raw["point_info"]["vanishing_points_gaussian_sphere"]
+    np.testing.assert_allclose(a["vanishing_point"], vps["x"] + vps["y"] + vps["z"], rtol=1e-6)
     # batch convention, resized to data.image_size (nearest for targets)
     s = ds[1]
     assert s["image"].shape == (3, 32, 32) and s["semseg"].dtype == torch.long
     assert s["depth_zbuffer"].shape == (1, 32, 32) and s["principal_curvature"].shape == (2, 32, 32)
     assert s["class_object"].shape == (1000,) and s["class_scene"].shape == (365,)
+    assert s["vanishing_point"].shape == (9,)
     # augmentation leaves image-level labels alone
     from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
 
@@ -184,6 +196,32 @@ def test_class_subset_is_selected_and_renormalised(tmp_path):
     del c["available_tasks"]["class_object"]["num_classes"]
     with pytest.raises(ConfigError, match=r"available_tasks\.class_object\.num_classes"):
         build_dataset(c, tmp_path, "train", ["class_object"])
+
+
+def test_vanishing_points_official_layout_and_unlabeled_views(tmp_path):
+    raws = write_taskonomy(tmp_path)
+    # The official per-building layout keeps the metadata in points/ as ..._domain_fixatedpose.json.
+    for b in SPLITS:
+        old = tmp_path / b / "point_info"
+        for f in old.iterdir():
+            f.rename(f.with_name(f.name.replace("domain_point_info", "domain_fixatedpose")))
+        old.rename(tmp_path / b / "points")
+    info = tmp_path / "hanson/points/point_3_view_0_domain_fixatedpose.json"
+    info.write_text(json.dumps({"camera_location": [0, 0, 0]}))  # no vanishing points for this view
+    c = cfg()
+    c["available_tasks"]["vanishing_point"]["source"] = "points"
+    ds = build_dataset(c, tmp_path, "train", ["vanishing_point"])
+    vps = raws[("hanson", 0, 1)]["point_info"]["vanishing_points_gaussian_sphere"]
+    np.testing.assert_allclose(
+        ds.load_arrays(0)["vanishing_point"], vps["x"] + vps["y"] + vps["z"], rtol=1e-6
+    )
+    assert np.isnan(ds.load_arrays(1)["vanishing_point"]).all()  # unlabeled: NaN, skipped by loss/metrics
+    info.write_text(json.dumps({"vanishing_points_gaussian_sphere": {"x": [1, 2], "y": [0], "z": []}}))
+    with pytest.raises(DataError, match="point_3_view_0_domain_fixatedpose.json.*x, y and z lists of 3"):
+        ds.load_arrays(1)
+    info.write_text("{not json")
+    with pytest.raises(DataError, match="not a readable JSON"):
+        ds.load_arrays(1)
 
 
 def test_max_depth_and_mask_options(tmp_path):
@@ -300,7 +338,8 @@ def test_recipe_validates_with_every_task(tmp_path):
     assert tasks["semseg"].out_channels == 17 and tasks["principal_curvature"].out_channels == 2
     assert tasks["autoencoding"].out_channels == 3 and tasks["keypoints2d"].loss_type == "l1"
     assert tasks["class_object"].out_channels == 1000 and not tasks["class_scene"].dense
-    assert len(ALL) == 15
+    assert len(ALL) == 16
+    assert tasks["vanishing_point"].out_channels == 9 and not tasks["vanishing_point"].dense
 
 
 @pytest.mark.slow
@@ -324,7 +363,9 @@ def test_cli_full_nas_pipeline_with_an_image_level_task(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [
         a
-        for a in dataset_run_args("taskonomy_search", root, ["normal", "class_scene"], run_dir, size=(32, 32))
+        for a in dataset_run_args(
+            "taskonomy_search", root, ["normal", "class_scene", "vanishing_point"], run_dir, size=(32, 32)
+        )
         if not a.startswith("stage=")
     ]
     args += [
@@ -347,4 +388,5 @@ def test_cli_full_nas_pipeline_with_an_image_level_task(tmp_path, cache_dir):
     mtl = results["models"]["multitask"]
     assert set(mtl["test"]["class_scene"]) == {"top1", "top5", "kl"}
     assert 0 <= mtl["test"]["class_scene"]["top5"] <= 100 and isinstance(mtl["delta_m"], float)
+    assert set(mtl["test"]["vanishing_point"]) == {"abs_err", "rmse"}
     assert "KL" in (run_dir / "report.md").read_text()

@@ -20,7 +20,10 @@ Array convention (channel-last numpy, before conversion to the batch convention 
     binary      H×W in {0, 1, 255}, 255 = ignore (edges, saliency)  → (1, H, W)
     regression  H×W×C float, NaN = invalid                          → (C, H, W)
     distribution  C float ≥ 0, one per image (class probabilities;    → (C,)
-                  all zero = unlabeled); not resized or augmented
+                  all zero = unlabeled)
+    vector      C float, one per image, NaN = invalid                 → (C,)
+
+The two image-level kinds (`distribution`, `vector`) are not resized, cropped or flipped.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from torch.utils.data import Dataset
 
 from mtnas.errors import DataError
 
-KINDS = ("image", "semseg", "depth", "normal", "binary", "regression", "distribution")
-SPATIAL = frozenset(KINDS) - {"distribution"}  # kinds with an H×W extent (resized, cropped, flipped)
+KINDS = ("image", "semseg", "depth", "normal", "binary", "regression", "distribution", "vector")
+# Kinds with an H×W extent (resized, cropped, flipped); the others hold one value set per image.
+SPATIAL = frozenset(KINDS) - {"distribution", "vector"}
 _FIXED_CHANNELS: dict[str, int | None] = {
     "image": 3,
     "semseg": None,
@@ -49,6 +53,7 @@ _FIXED_CHANNELS: dict[str, int | None] = {
     "normal": 3,
     "binary": None,
     "distribution": None,
+    "vector": None,
 }
 
 
@@ -66,7 +71,7 @@ class Target:
 
     @property
     def expected_channels(self) -> int | None:
-        return self.channels if self.kind == "regression" else _FIXED_CHANNELS[self.kind]
+        return self.channels if self.kind in ("regression", "vector") else _FIXED_CHANNELS[self.kind]
 
 
 IMAGE = Target("image", "image")
@@ -74,15 +79,15 @@ IMAGE = Target("image", "image")
 
 def check_array(path: Any, arr: np.ndarray, target: Target, size: tuple[int, int] | None) -> list[str]:
     """Problems with one decoded array (empty = fine). Cheap: shape, dtype, finiteness."""
-    if target.kind == "distribution":
-        n = target.num_classes
+    if target.kind in ("distribution", "vector"):
+        n = target.num_classes if target.kind == "distribution" else target.channels
+        what = "class scores" if target.kind == "distribution" else "values"
         if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
-            return [
-                f"{path}: shape {tuple(arr.shape)}, expected ({n if n is not None else 'C'},) class scores"
-            ]
-        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-            return [f"{path}: expected finite numeric class scores"]
-        return []
+            return [f"{path}: shape {tuple(arr.shape)}, expected ({n if n is not None else 'C'},) {what}"]
+        if not np.issubdtype(arr.dtype, np.number):
+            return [f"{path}: dtype {arr.dtype}, expected numeric {what}"]
+        finite = np.isfinite(arr) if target.kind == "distribution" else ~np.isinf(arr)  # NaN = invalid
+        return [] if finite.all() else [f"{path}: non-finite {what}"]
     channels = target.expected_channels
     want_ndim = 2 if channels is None else 3
     if arr.ndim != want_ndim or (channels is not None and arr.shape[-1] != channels):
@@ -129,7 +134,7 @@ def to_tensor(arr: np.ndarray, kind: str) -> Tensor:
     if kind == "semseg":
         return torch.from_numpy(np.asarray(arr)).round().long()
     t = torch.from_numpy(np.asarray(arr, dtype=np.float32))
-    if kind == "distribution":
+    if kind in ("distribution", "vector"):
         return t
     if t.ndim == 2:
         return t[None]

@@ -62,8 +62,12 @@ Image-level domains: class_object and class_scene hold one `.npy` per image
 (1000 classes) or Places365 (365) classifier (omnidata `task_configs.py`: 1000 / 365 classes, ext npy);
 read as that vector (a (1, C) array is flattened), checked finite and non-negative, and trained as
 `classification` tasks with pooled heads. `classes: [...]` in the task spec keeps a subset of the entries
-(renormalised; one public loader trains object classification on a selected ImageNet subset). Domains that are
-not per-image arrays (points / room_layout, vanishing_point, nonfixated_matches) are not read.
+(renormalised; one public loader trains object classification on a selected ImageNet subset).
+The vanishing-point task reads the per-view JSON metadata (`point_info/..._domain_point_info.json` from
+omnidata, or the official `points/..._domain_fixatedpose.json`): key `vanishing_points_gaussian_sphere`,
+its `x`, `y`, `z` lists of 3 concatenated into 9 numbers (as the Taskonomy and XTC consistency loaders
+do); a view without the key is unlabeled (NaN). Room layout, point matching and camera poses (other
+keys, or pairs of views) are not read.
 """
 
 from __future__ import annotations
@@ -90,11 +94,12 @@ NORMAL_INVALID_BELOW = 0.5
 NORMAL_MAX_LENGTH = 1.2
 RGB_NAME = re.compile(r"^point_(\d+)_view_(\d+)_domain_rgb\.png$")
 SPLIT_GLOB = "train_val_test_*.csv"
+VP_KEY = "vanishing_points_gaussian_sphere"
 
 
 @dataclass(frozen=True)
 class Domain:
-    encoding: str  # rgb | labels | depth16 | normal8 | gray16 | curvature8 | shading8 | gray8 | scores
+    encoding: str  # rgb | labels | depth16 | normal8 | gray16 | curvature8 | shading8 | gray8 | scores | …
     kinds: tuple[str, ...]  # array kinds a task of this domain may have
     channels: int | None = None  # regression channels
     tags: tuple[str, ...] = ()  # file-name tags, when not the domain name
@@ -119,6 +124,10 @@ DOMAINS: dict[str, Domain] = {
     # (1000 classes) or Places365 (365) classifier.
     "class_object": Domain("scores", ("distribution",), ext="npy"),
     "class_scene": Domain("scores", ("distribution",), ext="npy"),
+    # Image-level: per-view JSON metadata; the vanishing-point task reads its 9 numbers. `point_info/` is
+    # omnidata's folder, `points/` the official per-building one (files tagged `fixatedpose` there).
+    "point_info": Domain("vanishing_points", ("vector",), 9, tags=("point_info", "fixatedpose"), ext="json"),
+    "points": Domain("vanishing_points", ("vector",), 9, tags=("fixatedpose", "point_info"), ext="json"),
 }
 
 
@@ -191,7 +200,7 @@ class TaskonomyDataset(FileDataset):
                     f"data.available_tasks.{key}.type",
                     f"domain {domain} is read as {' or '.join(spec.kinds)} targets, not {target.kind}.",
                 )
-            if target.kind == "regression" and target.channels != spec.channels:
+            if target.kind in ("regression", "vector") and target.channels != spec.channels:
                 raise ConfigError(
                     f"data.available_tasks.{key}.channels",
                     f"domain {domain} has {spec.channels} channel(s), got {target.channels}.",
@@ -395,6 +404,8 @@ class TaskonomyDataset(FileDataset):
             return self._labels(ref, read_png(ref), self.targets[key].num_classes or 17)
         if enc == "scores":
             return self._scores(ref, read_npy(ref), self.targets[key])
+        if enc == "vanishing_points":
+            return self._vanishing_points(ref)
         if enc == "depth16":
             return self._depth(ref, self._uint16(ref, read_png(ref), "depth in 1/512 m"))
         if enc == "normal8":
@@ -463,6 +474,29 @@ class TaskonomyDataset(FileDataset):
             total = scores.sum()
             scores = scores / total if total > 0 else scores
         return scores.astype(np.float32)
+
+    @staticmethod
+    def _vanishing_points(path: Path) -> np.ndarray:
+        """`vanishing_points_gaussian_sphere` {x: [3], y: [3], z: [3]} → its x, y, z lists concatenated
+        (9 numbers, unit-sphere coordinates in camera space). A view without the key is unlabeled (NaN)."""
+        import json
+
+        try:
+            info = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(path, "file is missing.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(path, f"not a readable JSON file ({e}).") from None
+        vps = info.get(VP_KEY) if isinstance(info, dict) else None
+        if vps is None:
+            return np.full(9, np.nan, np.float32)
+        try:
+            values = [float(v) for axis in ("x", "y", "z") for v in vps[axis]]
+        except (KeyError, TypeError, ValueError):
+            values = []
+        if len(values) != 9:
+            raise DataError(path, f"`{VP_KEY}` must hold x, y and z lists of 3 numbers each.")
+        return np.asarray(values, np.float32)
 
     def _depth(self, path: Path, raw: np.ndarray) -> np.ndarray:
         metres = raw.astype(np.float32) / DEPTH_UNITS_PER_M

@@ -11,13 +11,22 @@ from mtnas.tasks.classification import ClassificationTask
 from mtnas.tasks.depth import DepthTask
 from mtnas.tasks.edge import EdgeTask
 from mtnas.tasks.normal import NormalTask
-from mtnas.tasks.regression import RegressionTask
+from mtnas.tasks.regression import RegressionTask, VectorRegressionTask
 from mtnas.tasks.saliency import SaliencyTask
 from mtnas.tasks.semseg import SemsegTask
 
 TASK_TYPES: dict[str, type[Task]] = {
     t.type: t
-    for t in (SemsegTask, DepthTask, NormalTask, EdgeTask, RegressionTask, SaliencyTask, ClassificationTask)
+    for t in (
+        SemsegTask,
+        DepthTask,
+        NormalTask,
+        EdgeTask,
+        RegressionTask,
+        SaliencyTask,
+        ClassificationTask,
+        VectorRegressionTask,
+    )
 }
 
 

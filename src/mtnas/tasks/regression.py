@@ -34,3 +34,13 @@ class RegressionTask(Task):
 
     def metrics(self, **kwargs) -> RegressionMetrics:
         return RegressionMetrics(**kwargs)
+
+
+class VectorRegressionTask(RegressionTask):
+    """Image-level regression: `channels` numbers per image (Taskonomy's vanishing points: 3 unit vectors,
+    9 numbers), predicted by a pooled head. Target (B, C) float, NaN = invalid. Loss and metrics as
+    `regression`."""
+
+    type = "vector"
+    kind = "vector"
+    dense = False
