@@ -28,8 +28,11 @@ def test_help_does_not_import_torch():
 def test_bad_config_gives_one_paragraph_without_traceback(tmp_path, cache_dir):
     res = run_cli(["tasks=[semseg,sky]", "logger=none"], tmp_path, cache_dir)
     assert res.returncode == 2
-    assert "Config error at `tasks`" in res.stderr and "sky" in res.stderr
+    assert res.stderr.count("Config error at `tasks`") == 1 and "sky" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+    # The run folder's log keeps the error as well.
+    (log,) = tmp_path.glob("**/cli.log")
+    assert "Config error at `tasks`" in log.read_text()
 
 
 def test_missing_nyuv2_root_is_a_clear_error(tmp_path, cache_dir):
@@ -65,6 +68,15 @@ def test_end_to_end_then_resume(tmp_path, cache_dir):
     assert isinstance(mtl["delta_m"], float)
     assert "Δm" in res.stdout and "multi-task" in res.stdout  # the table is printed
     assert "Δm" in (run_dir / "report.md").read_text()
+    # Every stage leaves a timestamped line in the run's log, with its val metrics.
+    log = (run_dir / "cli.log").read_text()
+    for line in (
+        "baseline/semseg: training on",
+        "baseline/depth: 1 epoch(s) in",
+        "val semseg miou=",
+        "Run folder",
+    ):
+        assert line in log, line
 
     # Rerunning the same command in the same folder trains nothing again ...
     fit_mtime = (run_dir / "train" / "fit.json").stat().st_mtime_ns

@@ -60,6 +60,12 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     front_rows = [line for line in report.splitlines() if line.startswith("| 0.") and " · heads " in line]
     assert len(front_rows) == len(json.loads((run_dir / "search/pareto.json").read_text())["params"])
     assert results["search"]["searched"]["cost"]["params"] > 0
+    # The run log records each stage, the search's outcome included.
+    log = (run_dir / "cli.log").read_text()
+    assert (
+        "supernet: training on" in log
+        and f"search: {results['search']['evaluated']} subnets evaluated" in log
+    )
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     fronts = json.loads((run_dir / "search/pareto.json").read_text())
     assert set(fronts) == {"params", "flops", "latency_ms"}

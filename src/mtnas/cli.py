@@ -5,6 +5,7 @@ Nothing heavy is imported at module level, so `mtnas --help` answers without loa
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def config_dir() -> str:
 
 def report_error(err: MtnasError) -> None:
     print(f"\nmtnas: {err}\n", file=sys.stderr)
+    # The run folder's log keeps the error too (its file handler only: the terminal has it already).
+    record = logging.LogRecord("mtnas", logging.ERROR, __file__, 0, "mtnas: %s", (err,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -7,6 +7,7 @@ reads on its own; `Pipeline` calls these when the config has a `space`.
 from __future__ import annotations
 
 import random
+import time
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,7 +204,9 @@ class NAS:
     def search(self, baselines: dict[str, Any]) -> ViTArch:
         done = self.search_dir / "pareto.json"
         if done.exists() and self.arch_path.exists():
+            self.p._announce(f"search: already done ({done}), skipping")
             return self.load_arch(self.arch_path)
+        started = time.perf_counter()
         module = self.load_supernet()
         net = module.net.to(self.device).eval()
         limit = self.cfg.search.get("val_batches")
@@ -249,6 +252,11 @@ class NAS:
                 "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
             )
             atomic_write_text(self.arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
+        self.p._announce(
+            f"search: {len(log)} subnets evaluated in {time.perf_counter() - started:.0f} s, "
+            f"{len(records)} within the budget; chosen {arch.describe()} (val Δm {best['delta_m']:+.2f} %) "
+            f"→ {self.arch_path}"
+        )
         return arch
 
     def load_arch(self, path: str | Path) -> ViTArch:

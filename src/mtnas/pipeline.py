@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,7 @@ class Pipeline:
         Modules with a `monitor` also keep best.ckpt; the others (the supernet) keep last.ckpt only."""
         done = unit.dir / "fit.json"
         if done.exists():
-            log.info("%s: already trained (%s), skipping", unit.name, done)
+            self._announce(f"{unit.name}: already trained ({done}), skipping")
             return read_json(done)
         monitor, mode = getattr(module, "monitor", (None, "min"))
         ckpt = ModelCheckpoint(
@@ -154,7 +155,8 @@ class Pipeline:
         unused = getattr(module, "uses_weight_subsets", False)
         trainer = self._trainer(unit, [ckpt], logger, max_epochs, unused_parameters=unused)
         last = unit.dir / "last.ckpt"
-        self._announce(f"[bold]{unit.name}[/]: training on {list(unit.tasks)} → {unit.dir}")
+        self._announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
+        started = time.perf_counter()
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
         best = ckpt.best_model_path or str(last)
         val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
@@ -168,6 +170,10 @@ class Pipeline:
         }
         self._write_json(done, info)
         self._close_logger(logger)
+        self._announce(
+            f"{unit.name}: {info['epochs']} epoch(s) in {time.perf_counter() - started:.0f} s; "
+            f"val {_brief(info['val'])} ({info['best_ckpt']})"
+        )
         return info
 
     def evaluate_stage(self) -> float | None:
@@ -358,10 +364,20 @@ class Pipeline:
 
     @staticmethod
     def _announce(text: str) -> None:
+        # Through logging, so the run folder's cli.log keeps a timestamped record of every stage.
         if rank_zero_only.rank == 0:
-            from rich.console import Console
+            log.info(text)
 
-            Console(stderr=True).print(text)
+
+def _brief(val: dict[str, Any]) -> str:
+    """`task metric=value, …` from nested val metrics: one line for the run log."""
+    parts = [
+        f"{task} " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        if isinstance(metrics, dict)
+        else f"{task}={metrics:.4g}"
+        for task, metrics in val.items()
+    ]
+    return "; ".join(parts)
 
 
 def run(cfg: DictConfig) -> float | None:
