@@ -41,6 +41,19 @@ def test_missing_nyuv2_root_is_a_clear_error(tmp_path, cache_dir):
     assert "Traceback" not in res.stderr
 
 
+def test_a_given_data_root_wins_over_a_recipes_synthetic_block(tmp_path, cache_dir):
+    # The demo recipe keeps its `data.synthetic` block when the user swaps the dataset; the user's folder
+    # must be read (here: an empty one, so a clear error), never silently replaced by synthetic scenes.
+    (tmp_path / "empty").mkdir()
+    res = run_cli(
+        ["+experiment=demo", "data=nyuv2", f"data.root={tmp_path / 'empty'}", "logger=none"],
+        tmp_path,
+        cache_dir,
+    )
+    assert res.returncode == 2, res.stdout[-2000:]
+    assert "`train` is missing" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_end_to_end_then_resume(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*TINY, "+experiment=synthetic_mtl", "tasks=[semseg,depth]", f"hydra.run.dir={run_dir}"]

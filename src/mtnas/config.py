@@ -54,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.root", f"the {name} dataset needs its folder: add `data.root=/path/to/{name}`."
         )
-    if not cfg.data.get("synthetic"):
+    if cfg.data.get("root"):
         root = Path(str(cfg.data.root)).expanduser()
         if not root.is_dir():
             raise DataError(root, "dataset folder (`data.root`) does not exist.")
@@ -91,7 +91,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "latency.repeats", int)
     _positive(cfg, "trainer.max_epochs", int)
     _positive(cfg, "data.batch_size", int)
-    if cfg.data.get("synthetic"):
+    if cfg.data.get("synthetic") and not cfg.data.get("root"):
         for key in ("height", "width", "num_train", "num_val", "num_test"):
             _positive(cfg, f"data.synthetic.{key}", int)
         if cfg.data.synthetic.height < 32 or cfg.data.synthetic.width < 32:

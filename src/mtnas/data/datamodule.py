@@ -16,9 +16,15 @@ from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
 from mtnas.errors import ConfigError
 
 
+def generates_synthetic(data_cfg: Mapping[str, Any]) -> bool:
+    """A configured `data.root` is always read; the `data.synthetic` block only generates data without one.
+    (So `+experiment=demo data=nyuv2 data.root=...` reads NYUv2 although the demo's block is still there.)"""
+    return bool(data_cfg.get("synthetic")) and not data_cfg.get("root")
+
+
 def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: bool = True) -> Path:
     """The dataset folder: the configured `data.root`, or the synthetic cache (generated on first use)."""
-    if data_cfg.get("synthetic"):
+    if generates_synthetic(data_cfg):
         return generate(SyntheticSpec(**data_cfg["synthetic"]), cache_dir, progress=progress)
     if not data_cfg.get("root"):
         raise ConfigError(
@@ -28,9 +34,9 @@ def resolve_root(data_cfg: Mapping[str, Any], cache_dir: str | Path, progress: b
 
 
 def image_size(data_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    if data_cfg.get("synthetic"):
-        return int(data_cfg["synthetic"]["height"]), int(data_cfg["synthetic"]["width"])
-    return tuple(int(x) for x in data_cfg["image_size"])
+    if data_cfg.get("image_size"):
+        return tuple(int(x) for x in data_cfg["image_size"])
+    return int(data_cfg["synthetic"]["height"]), int(data_cfg["synthetic"]["width"])
 
 
 class MultiTaskDataModule(pl.LightningDataModule):
