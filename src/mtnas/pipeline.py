@@ -141,24 +141,15 @@ class Pipeline:
             self._announce(f"{unit.name}: already trained ({done}), skipping")
             return read_json(done)
         monitor, mode = getattr(module, "monitor", (None, "min"))
-        ckpt = ModelCheckpoint(
-            dirpath=unit.dir,
-            filename="best",
-            monitor=monitor,
-            mode=mode,
-            save_last=True,
-            save_top_k=1 if monitor else 0,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
+        callbacks = checkpoint_callbacks(unit.dir, monitor, mode)
         logger = self._logger(unit)
         unused = getattr(module, "uses_weight_subsets", False)
-        trainer = self._trainer(unit, [ckpt], logger, max_epochs, unused_parameters=unused)
+        trainer = self._trainer(unit, callbacks, logger, max_epochs, unused_parameters=unused)
         last = unit.dir / "last.ckpt"
         self._announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
         started = time.perf_counter()
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
-        best = ckpt.best_model_path or str(last)
+        best = callbacks[-1].best_model_path or str(last)
         val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
         info = {
             "unit": unit.name,
@@ -367,6 +358,24 @@ class Pipeline:
         # Through logging, so the run folder's cli.log keeps a timestamped record of every stage.
         if rank_zero_only.rank == 0:
             log.info(text)
+
+
+def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
+    """`last.ckpt` after every epoch (what a rerun resumes from), plus `best.ckpt` by `monitor` when given.
+    Two callbacks: Lightning's `save_last` writes nothing without a top-k save (e.g. the supernet)."""
+    last = ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)
+    if monitor is None:
+        return [last]
+    best = ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return [last, best]
 
 
 def _brief(val: dict[str, Any]) -> str:

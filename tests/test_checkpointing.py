@@ -1,0 +1,70 @@
+"""Every training run leaves a resumable `last.ckpt` after each epoch, also when interrupted mid-run."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mtnas.pipeline import checkpoint_callbacks
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, _):
+        return self.lin(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, _):
+        # Gets worse every epoch, so best.ckpt must stay at epoch 0 while last.ckpt moves on.
+        self.log("val/score", -float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt(pl.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            raise _Interrupted
+
+
+def _trainer(callbacks, max_epochs):
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+
+
+@pytest.mark.parametrize("monitor", [None, "val/score"])
+def test_last_ckpt_after_every_epoch_and_resume(tmp_path, monitor):
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    with pytest.raises(_Interrupted):
+        callbacks = checkpoint_callbacks(tmp_path, monitor, "max")
+        _trainer([*callbacks, _InterruptAt(2)], 5).fit(_Tiny(), data, data)
+    # Two epochs finished before the interruption: a rerun must not start from scratch.
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
+    if monitor:
+        assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 0
+
+    callbacks = checkpoint_callbacks(tmp_path, monitor, "max")
+    trainer = _trainer(callbacks, 4)
+    trainer.fit(_Tiny(), data, data, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert callbacks[-1].best_model_path.endswith("best.ckpt" if monitor else "last.ckpt")
+    if monitor:
+        assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 0
