@@ -90,6 +90,17 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
     assert res.returncode == 0, res.stderr[-4000:]
     assert (run_dir / "arch.yaml").read_text() == chosen
 
+    # Search, retrain and evaluate in a new folder from this supernet: the supernet's run lends its
+    # single-task baselines (nothing is retrained or copied) and the report says where they came from.
+    fresh = tmp_path / "fresh"
+    common = [*NAS_TINY, f"supernet_ckpt={run_dir / 'supernet/last.ckpt'}", f"hydra.run.dir={fresh}"]
+    for stage in ("search", "retrain", "evaluate"):
+        res = run_cli([*common, f"stage={stage}"], tmp_path, cache_dir)
+        assert res.returncode == 0, (stage, res.stderr[-3000:])
+    assert not (fresh / "baselines").exists()
+    assert json.loads((fresh / "results.json").read_text())["baselines_dir"] == str(run_dir / "baselines")
+    assert f"baselines trained in {run_dir / 'baselines'}" in (fresh / "report.md").read_text()
+
     # A hand-edited arch is retrained from scratch in another folder.
     other = tmp_path / "edited"
     shutil.copytree(run_dir / "baselines", other / "baselines")

@@ -74,7 +74,8 @@ class Pipeline:
             cache_dir=cfg.paths.cache_dir,
             progress=rank_zero_only.rank == 0,
         )
-        self.baseline_units = [Unit(f"baseline/{t}", self.out / "baselines" / t, (t,)) for t in self.tasks]
+        self.baselines_dir = self._find_baselines_dir()
+        self.baseline_units = [Unit(f"baseline/{t}", self.baselines_dir / t, (t,)) for t in self.tasks]
         self.nas = cfg.get("space") is not None
         self.mtl_unit = Unit("multitask", self.out / ("retrain" if self.nas else "train"), tuple(self.tasks))
         if self.nas:
@@ -109,27 +110,52 @@ class Pipeline:
     def _baselines_val(self, baselines: dict | None) -> dict | None:
         return (baselines or self.load_baselines(required=False) or {}).get("val")
 
+    def _find_baselines_dir(self) -> Path:
+        """This run's `baselines/`, unless only the run that `supernet_ckpt=` or `arch=` comes from has them:
+        a search or retrain started in a new folder reuses that run's single-task baselines (never retrains
+        or rewrites them)."""
+        own = self.out / "baselines"
+        if (own / "baselines.json").exists() or self.cfg.baselines.source != "run":
+            return own
+        sources = []
+        if self.cfg.get("supernet_ckpt"):
+            sources.append(Path(str(self.cfg.supernet_ckpt)).expanduser().resolve().parent.parent)
+        if self.cfg.get("arch"):
+            sources.append(Path(str(self.cfg.arch)).expanduser().resolve().parent)
+        for run_dir in sources:
+            if (run_dir / "baselines" / "baselines.json").exists() and run_dir != self.out.resolve():
+                self._announce(f"baselines: reusing {run_dir / 'baselines'} (the run the given files come from)")
+                return run_dir / "baselines"
+        return own
+
+    @property
+    def _own_baselines(self) -> bool:
+        return self.baselines_dir == self.out / "baselines"
+
     def baselines_stage(self) -> dict[str, Any]:
+        if not self._own_baselines:
+            return read_json(self.baselines_dir / "baselines.json")
         if self.cfg.baselines.source == "config":
             metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
             ref = {"source": "config", "val": metrics, "test": metrics}
         else:
             fits = {u.tasks[0]: self.fit(u, self._module(u, None)) for u in self.baseline_units}
             ref = {"source": "run", "val": {t: f["val"][t] for t, f in fits.items()}}
-        self._write_json(self.out / "baselines" / "baselines.json", ref)
+        self._write_json(self.baselines_dir / "baselines.json", ref)
         return ref
 
     def load_baselines(self, required: bool) -> dict[str, Any] | None:
         if self.cfg.baselines.source == "config":
             metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
             return {"source": "config", "val": metrics, "test": metrics}
-        path = self.out / "baselines" / "baselines.json"
+        path = self.baselines_dir / "baselines.json"
         if path.exists():
             return read_json(path)
         if required:
             raise MtnasError(
-                f"{path} is missing: run the baselines stage first (stage=baselines or stage=all), "
-                "or give reference numbers with baselines.source=config baselines.metrics=...."
+                f"{path} is missing: run the baselines stage first (stage=baselines or stage=all) in this "
+                "folder or in the run that supernet_ckpt=/arch= come from, or give reference numbers with "
+                "baselines.source=config and baselines.metrics={task: {metric: value}}."
             )
         return None
 
@@ -189,6 +215,7 @@ class Pipeline:
             "dataset": self.cfg.data.name,
             "tasks": self.tasks,
             "baselines_source": baselines["source"] if baselines else "config",
+            **({} if self._own_baselines else {"baselines_dir": str(self.baselines_dir)}),
             "baselines_test": ref_test,
             "delta_m_convention": conv,
             "delta_m_metrics": {t: list(d) for t, d in dirs.items()},
@@ -224,7 +251,7 @@ class Pipeline:
         size = self.dm.image_size
         return {
             "tasks": list(unit.tasks),
-            "checkpoint": str(ckpt.relative_to(self.out)),
+            "checkpoint": str(ckpt.relative_to(self.out) if ckpt.is_relative_to(self.out) else ckpt),
             "test": nested_metrics(res[0], "test"),
             "params": count_params(module.model),
             "flops": count_flops(module.model, size),

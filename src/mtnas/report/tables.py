@@ -39,6 +39,12 @@ _SOURCE = {"run": "baselines trained in this run", "config": "numbers given in c
 HEADER = ["task", "metric", "single-task", "multi-task", "change (%)"]
 
 
+def _source(results: Mapping[str, Any]) -> str:
+    if results.get("baselines_dir"):
+        return f"baselines trained in {results['baselines_dir']}"
+    return _SOURCE.get(results["baselines_source"], results["baselines_source"])
+
+
 def _baseline_for(models: Mapping[str, Any], task: str) -> Mapping[str, Any] | None:
     return models.get(f"baseline/{task}")
 
@@ -81,7 +87,7 @@ def _fmt(v: Any, signed: bool = False) -> str:
 def _caption(results: Mapping[str, Any]) -> str:
     return (
         f"{results['experiment']} on {results['dataset']}, test split. Single-task reference: "
-        f"{_SOURCE.get(results['baselines_source'], results['baselines_source'])}. "
+        f"{_source(results)}. "
         "change = signed relative change (positive = better)."
     )
 
