@@ -7,6 +7,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.lit.checkpoint import load_checkpoint
 from mtnas.pipeline import checkpoint_callbacks
 
 
@@ -68,3 +70,27 @@ def test_last_ckpt_after_every_epoch_and_resume(tmp_path, monitor):
     assert callbacks[-1].best_model_path.endswith("best.ckpt" if monitor else "last.ckpt")
     if monitor:
         assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 0
+
+
+def test_wrong_files_given_as_checkpoints_are_named_in_one_paragraph(tmp_path):
+    yaml_file = tmp_path / "arch.yaml"
+    yaml_file.write_text("depth: 4\n")
+    with pytest.raises(
+        ConfigError, match=r"`supernet_ckpt`.*arch.yaml is not a checkpoint.*supernet/last.ckpt"
+    ):
+        load_checkpoint(yaml_file, ("supernet",), "supernet_ckpt")
+    with pytest.raises(MtnasError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.ckpt", ("supernet",))
+
+    # A retrained model where a supernet is expected (and the other way round) says which is which.
+    model = tmp_path / "best.ckpt"
+    torch.save({"hyper_parameters": {"tasks": ["semseg"], "model": {}}}, model)
+    with pytest.raises(MtnasError, match="is a trained model checkpoint; expected a supernet checkpoint"):
+        load_checkpoint(model, ("supernet",))
+    supernet = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": {"tasks": ["semseg", "depth"], "space": {}, "supernet": {}}}, supernet)
+    with pytest.raises(MtnasError, match="is a supernet checkpoint; expected a trained model"):
+        load_checkpoint(supernet, ("model",))
+    # ... and one trained on other tasks names both task lists.
+    with pytest.raises(ConfigError, match=r"trained on tasks \['semseg', 'depth'\].*\['semseg', 'normal'\]"):
+        load_checkpoint(supernet, ("supernet",), "supernet_ckpt", tasks=["semseg", "normal"])

@@ -28,7 +28,7 @@ NAS_TINY = [
 ]
 
 
-def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
+def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     run_dir = tmp_path / "run"
     # The demo's logger (offline); every candidate's latency measured too.
     args = [*NAS_TINY, "logger=wandb", "latency.in_search=true", f"hydra.run.dir={run_dir}"]
@@ -143,6 +143,19 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir):
         ref = sup(x, ViTArch.from_dict(yaml.safe_load(chosen)))
         got = model(x)
     torch.testing.assert_close(got["depth"], ref["depth"])
+
+    # The retrained subnet exports as it is; paths in the wrong order get a one-line answer.
+    from mtnas.export.cli import main as export_main
+
+    export_main([str(run_dir / "retrain/best.ckpt"), str(tmp_path / "retrained.pt")])
+    retrained = torch.load(tmp_path / "retrained.pt", weights_only=False).eval()
+    with torch.no_grad():
+        assert {k: v.shape for k, v in retrained(x).items()} == {k: v.shape for k, v in got.items()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export_main([str(run_dir / "arch.yaml"), str(run_dir / "supernet/last.ckpt"), str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "arch.yaml is not a checkpoint" in err and "Traceback" not in err
 
 
 def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir):

@@ -149,17 +149,17 @@ class NAS:
         )
 
     def load_supernet(self):
-        from mtnas.lit.supernet import SupernetLitModule
+        from mtnas.lit.checkpoint import load_checkpoint
 
-        path = (
-            Path(self.cfg.supernet_ckpt) if self.cfg.get("supernet_ckpt") else self.supernet_dir / "last.ckpt"
-        )
+        if self.cfg.get("supernet_ckpt"):
+            return load_checkpoint(self.cfg.supernet_ckpt, ("supernet",), "supernet_ckpt", self.p.tasks)
+        path = self.supernet_dir / "last.ckpt"
         if not path.is_file():
             raise MtnasError(
                 f"supernet checkpoint {path} does not exist: train it first (stage=supernet or stage=all) "
                 "or pass supernet_ckpt=/path/to/supernet/last.ckpt."
             )
-        return SupernetLitModule.load_from_checkpoint(path, map_location="cpu")
+        return load_checkpoint(path, ("supernet",), tasks=self.p.tasks)
 
     # -- stages -----------------------------------------------------------------------------------------
     def train_supernet(self, baselines_val) -> dict[str, Any]:

@@ -124,7 +124,9 @@ class Pipeline:
             sources.append(Path(str(self.cfg.arch)).expanduser().resolve().parent)
         for run_dir in sources:
             if (run_dir / "baselines" / "baselines.json").exists() and run_dir != self.out.resolve():
-                self._announce(f"baselines: reusing {run_dir / 'baselines'} (the run the given files come from)")
+                self._announce(
+                    f"baselines: reusing {run_dir / 'baselines'} (the run the given files come from)"
+                )
                 return run_dir / "baselines"
         return own
 

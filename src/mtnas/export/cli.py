@@ -1,7 +1,11 @@
-"""`mtnas-export SUPERNET_CKPT ARCH_YAML OUT`: write the extracted static subnet.
+"""`mtnas-export CKPT [ARCH_YAML] OUT`: write a plain, static multi-task model.
+
+- `SUPERNET_CKPT ARCH_YAML OUT`: the subnet `ARCH_YAML` extracted from a supernet, with inherited weights;
+- `MODEL_CKPT OUT`: a trained model as it is (e.g. a run's `retrain/best.ckpt`, the retrained chosen subnet).
 
 OUT holds the whole `nn.Module` (`torch.load(OUT, weights_only=False)` with mtnas installed); with
 `--torchscript` it is a traced TorchScript module that loads with `torch.jit.load` and no mtnas at all.
+ViT models take inputs of the training image size only (their position embedding is fixed).
 """
 
 from __future__ import annotations
@@ -12,22 +16,28 @@ import sys
 from pathlib import Path
 
 
-def export(supernet_ckpt: Path, arch_yaml: Path, out: Path, torchscript: bool = False) -> Path:
+def export(ckpt: Path, arch_yaml: Path | None, out: Path, torchscript: bool = False) -> Path:
     import torch
     import yaml
 
     from mtnas.errors import MtnasError
-    from mtnas.lit.supernet import SupernetLitModule
+    from mtnas.lit.checkpoint import load_checkpoint
     from mtnas.space import ViTArch
 
-    for path, what in ((supernet_ckpt, "supernet checkpoint"), (arch_yaml, "arch file")):
-        if not path.is_file():
-            raise MtnasError(f"{what} {path} does not exist.")
-    module = SupernetLitModule.load_from_checkpoint(supernet_ckpt, map_location="cpu")
-    arch = ViTArch.from_dict(yaml.safe_load(arch_yaml.read_text()))
-    if not module.space.contains(arch):
-        raise MtnasError(f"{arch_yaml} describes an arch outside the supernet's search space.")
-    static = module.net.extract(arch).eval()
+    if arch_yaml is None:
+        module = load_checkpoint(ckpt, ("model",))
+        static = module.model.eval()
+    else:
+        module = load_checkpoint(ckpt, ("supernet",))
+        if not arch_yaml.is_file():
+            raise MtnasError(f"arch file {arch_yaml} does not exist.")
+        try:
+            arch = ViTArch.from_dict(yaml.safe_load(arch_yaml.read_text()))
+        except Exception as err:  # noqa: BLE001 - any malformed arch file gets the same answer
+            raise MtnasError(f"{arch_yaml} is not an arch file (a run's arch.yaml): {err}") from None
+        if not module.space.contains(arch):
+            raise MtnasError(f"{arch_yaml} describes an arch outside the supernet's search space.")
+        static = module.net.extract(arch).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if torchscript:
@@ -41,17 +51,27 @@ def export(supernet_ckpt: Path, arch_yaml: Path, out: Path, torchscript: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="mtnas-export", description="extract a searched subnet as a static module"
+        prog="mtnas-export",
+        description="write a static multi-task model: a subnet extracted from a supernet "
+        "(SUPERNET_CKPT ARCH_YAML OUT), or a trained model as it is (MODEL_CKPT OUT)",
+        usage="mtnas-export [-h] [--torchscript] CKPT [ARCH_YAML] OUT",
     )
-    parser.add_argument("supernet_ckpt", type=Path, help="supernet/last.ckpt of a run")
-    parser.add_argument("arch", type=Path, help="arch.yaml (the search's choice, or any arch of the space)")
-    parser.add_argument("out", type=Path, help="output file, e.g. subnet.pt")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="CKPT [ARCH_YAML] OUT",
+        help="supernet/last.ckpt + arch.yaml + output file, or e.g. retrain/best.ckpt + output file",
+    )
     parser.add_argument("--torchscript", action="store_true", help="write a traced TorchScript module")
     args = parser.parse_args(argv)
+    if len(args.paths) not in (2, 3):
+        parser.error(f"expected CKPT [ARCH_YAML] OUT, got {len(args.paths)} paths")
+    paths = [Path(p) for p in args.paths]
+    ckpt, arch, out = (paths[0], None, paths[1]) if len(paths) == 2 else paths
     from mtnas.errors import MtnasError
 
     try:
-        print(export(args.supernet_ckpt, args.arch, args.out, args.torchscript))
+        print(export(ckpt, arch, out, args.torchscript))
     except MtnasError as err:
         print(f"mtnas-export: {err}", file=sys.stderr)
         sys.exit(2)
