@@ -65,6 +65,7 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     assert (
         "supernet: training on" in log
         and f"search: {results['search']['evaluated']} subnets evaluated" in log
+        and "evaluate: multitask test Δm" in log
     )
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     fronts = json.loads((run_dir / "search/pareto.json").read_text())
@@ -83,6 +84,7 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     assert res.returncode == 0, res.stderr[-4000:]
     assert len((run_dir / "search/population.jsonl").read_text().splitlines()) == len(population)
     assert (run_dir / "arch.yaml").read_text() == chosen
+    assert f"search: {len(population)} subnets evaluated (0 new)" in (run_dir / "cli.log").read_text()
     # ... and a fresh search from the same supernet and seed finds the same arch.
     (run_dir / "search/pareto.json").unlink()
     (run_dir / "search/population.jsonl").unlink()

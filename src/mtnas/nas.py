@@ -216,6 +216,7 @@ class NAS:
             SubnetEvaluator(net, self.p.task_objs, batches, baselines["val"], self.cfg.delta_m.convention)
         )
         log = PopulationLog(self.search_dir / "population.jsonl", writable=rank_zero_only.rank == 0)
+        already = len(log)
         rng = random.Random(int(self.cfg.seed))
         scfg = self.cfg.search
         with _progress(
@@ -253,7 +254,8 @@ class NAS:
             )
             atomic_write_text(self.arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
         self.p._announce(
-            f"search: {len(log)} subnets evaluated in {time.perf_counter() - started:.0f} s, "
+            f"search: {len(log)} subnets evaluated ({len(log) - already} new) in "
+            f"{time.perf_counter() - started:.0f} s, "
             f"{len(records)} within the budget; chosen {arch.describe()} (val Δm {best['delta_m']:+.2f} %) "
             f"→ {self.arch_path}"
         )

@@ -231,6 +231,10 @@ class Pipeline:
             if self.nas:
                 self.nas_stages.plot_pareto(results)
             print_results(results, self.task_objs)
+            self._announce(
+                f"evaluate: {self.mtl_unit.name} test Δm {mtl['delta_m']:+.2f} % ({conv}), "
+                f"{mtl['params'] / 1e6:.3f} M params, {mtl['flops'] / 1e9:.4g} GFLOPs"
+            )
             self._log_results_to_wandb(results)
             self._announce(f"Run folder: {self.out} (results.json, report.md)")
             if self.cfg.logger.name == "wandb" and self.cfg.logger.offline:
