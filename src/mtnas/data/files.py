@@ -315,9 +315,10 @@ class IdListDataset(FileDataset):
             hint = (
                 f"; {self.split_dir}/ has {have}"
                 if have
-                else f"; is {self.root} the {self.layout_name} folder?"
+                else f" — is {self.root} the {self.layout_name} folder?"
             )
-            raise DataError(path, f"split file is missing (one image id per line expected){hint}.")
+            end = "" if hint.endswith("?") else "."
+            raise DataError(path, f"split file is missing (one image id per line expected){hint}{end}")
         try:
             lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as e:

@@ -39,6 +39,10 @@ _SOURCE = {"run": "baselines trained in this run", "config": "numbers given in c
 HEADER = ["task", "metric", "single-task", "multi-task", "change (%)"]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _source(results: Mapping[str, Any]) -> str:
     if results.get("baselines_dir"):
         return f"baselines trained in {results['baselines_dir']}"
@@ -106,7 +110,7 @@ def search_summary(search: Mapping[str, Any]) -> list[str]:
     """Sentences about the search: how many subnets, the budget, the chosen arch and its searched score."""
     budget = ", ".join(f"{k}={v:g}" for k, v in search.get("budget", {}).items()) or "none"
     lines = [
-        f"{search['evaluated']} subnets evaluated (val Δm with inherited supernet weights); budget: {budget}."
+        f"{_count(search['evaluated'], 'subnet')} evaluated (val Δm with inherited supernet weights); budget: {budget}."
     ]
     if search.get("arch"):
         chosen = f"Chosen arch (arch.yaml): {_arch_line(search['arch'])}"
@@ -139,7 +143,7 @@ def pareto_rows(search: Mapping[str, Any]) -> list[list[str]]:
 def search_markdown(search: Mapping[str, Any]) -> str:
     front = pareto_rows(search)
     lines = ["## Search", "", *search_summary(search), ""]
-    lines += [f"Pareto front, val Δm vs params ({len(front)} subnets; all fronts in search/pareto.json):", ""]
+    lines += [f"Pareto front, val Δm vs params ({_count(len(front), 'subnet')}; all fronts in search/pareto.json):", ""]
     lines.append("| " + " | ".join(PARETO_HEADER) + " |")
     lines.append("|" + "---|" * len(PARETO_HEADER))
     lines += ["| " + " | ".join(row) + " |" for row in front]
