@@ -104,6 +104,8 @@ def test_end_to_end_then_resume(tmp_path, cache_dir):
     assert res3.returncode == 0, res3.stderr[-3000:]
     fit = json.loads((run_dir / "train" / "fit.json").read_text())
     assert fit["epochs"] == 2
+    # The resumed run's curves go beside the first run's, which are kept.
+    assert (run_dir / "train/csv/metrics.csv").is_file() and (run_dir / "train/csv-2/metrics.csv").is_file()
     assert "Restored" in res3.stderr + res3.stdout or fit["epochs"] == 2
 
 

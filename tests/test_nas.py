@@ -123,6 +123,7 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert (other / "retrain/best.ckpt").is_file()
+    assert yaml.safe_load((other / "retrain/arch.yaml").read_text()) == arch
 
     # Export: the written module reproduces the supernet on the chosen arch.
     out = tmp_path / "subnet.pt"

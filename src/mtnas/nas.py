@@ -277,6 +277,9 @@ class NAS:
         else:
             arch = searched or self.load_arch(self.arch_path)
         unit = self.p.mtl_unit
+        if rank_zero_only.rank == 0 and not (unit.dir / "fit.json").exists():
+            # A record beside the weights of exactly what was trained (arch= files may change later).
+            atomic_write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
         module = self.p._module(unit, baselines_val, model=self.subnet_model(arch))
         init = self.cfg.retrain.init
         if init == "inherited" and not (unit.dir / "last.ckpt").exists():

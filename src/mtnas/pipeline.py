@@ -334,7 +334,11 @@ class Pipeline:
         if kind == "csv":
             from pytorch_lightning.loggers import CSVLogger
 
-            return CSVLogger(save_dir=str(unit.dir), name="", version="csv")
+            # A resumed run logs into csv-2/, csv-3/, ...: Lightning would overwrite the earlier curves.
+            version = next(
+                v for v in ("csv", *(f"csv-{i}" for i in range(2, 10_000))) if not (unit.dir / v).exists()
+            )
+            return CSVLogger(save_dir=str(unit.dir), name="", version=version)
         from pytorch_lightning.loggers import WandbLogger
 
         # wandb's per-run banners and summaries would interleave with the progress bars; the run folder

@@ -143,7 +143,10 @@ def pareto_rows(search: Mapping[str, Any]) -> list[list[str]]:
 def search_markdown(search: Mapping[str, Any]) -> str:
     front = pareto_rows(search)
     lines = ["## Search", "", *search_summary(search), ""]
-    lines += [f"Pareto front, val Δm vs params ({_count(len(front), 'subnet')}; all fronts in search/pareto.json):", ""]
+    lines += [
+        f"Pareto front, val Δm vs params ({_count(len(front), 'subnet')}; all fronts in search/pareto.json):",
+        "",
+    ]
     lines.append("| " + " | ".join(PARETO_HEADER) + " |")
     lines.append("|" + "---|" * len(PARETO_HEADER))
     lines += ["| " + " | ".join(row) + " |" for row in front]
