@@ -353,7 +353,7 @@ class NAS:
         ax.set_xlabel("params (M)")
         ax.set_ylabel("val Δm (%) with inherited weights")
         ax.set_title(f"{results['experiment']}: chosen arch retrained, test Δm {mtl['delta_m']:+.2f} %")
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")  # a fixed corner can hide a front point
         fig.tight_layout()
         tmp = self.p.out / ".pareto.png.tmp"
         fig.savefig(tmp, format="png")
