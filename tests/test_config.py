@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from mtnas.cli import config_dir
@@ -21,13 +22,24 @@ GROUPS = {
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_validates(name, tmp_path):
+def test_every_experiment_composes_and_validates(name, tmp_path, monkeypatch):
     cfg = compose_cfg([f"+experiment={name}", f"data.root={tmp_path}"])
     assert cfg.experiment_name == name
     OmegaConf.to_container(cfg.data, resolve=True)
     if cfg.data.name == "synthetic":
         cfg.data.root = None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GPU recipes are valid on GPU machines
     validate(cfg)
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_without_cuda_says_use_trainer_cpu(trainer, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([f"trainer={trainer}"]))
+    assert e.value.key == "trainer.accelerator"
+    assert "trainer=cpu" in str(e.value)
+    validate(compose_cfg([f"trainer={trainer}", "trainer=cpu"]))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])

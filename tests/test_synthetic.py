@@ -3,8 +3,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+from omegaconf import OmegaConf
 
+from mtnas.data.datamodule import MultiTaskDataModule
 from mtnas.data.synthetic import CLASSES, SyntheticSpec, generate, render_scene
+from mtnas.errors import ConfigError
+
+from .conftest import compose_cfg
 
 
 def test_render_is_deterministic_and_in_nyuv2_layout():
@@ -82,3 +88,16 @@ def test_generate_writes_layout_once_and_reuses_cache(tmp_path):
     assert other != root
     assert not np.array_equal(np.load(other / "train/image/0.npy"), np.load(root / "train/image/0.npy"))
     assert not list(tmp_path.glob(".*tmp*"))  # no leftovers from the atomic write
+
+
+def test_a_train_split_smaller_than_the_batch_is_a_config_error(tmp_path):
+    # drop_last on such a split gives zero training steps: Lightning would "train" nothing and save nothing.
+    overrides = ["data.synthetic.num_train=3", "data.synthetic.height=32", "data.synthetic.width=32"]
+    cfg = compose_cfg([*overrides, "data.batch_size=4"])
+    dm = MultiTaskDataModule(OmegaConf.to_container(cfg.data, resolve=True), ["semseg"], tmp_path, False)
+    dm.prepare_data()
+    with pytest.raises(ConfigError, match=r"data.batch_size.*only 3 samples"):
+        dm.train_dataloader()
+    assert len(dm.val_dataloader()) >= 1  # evaluation keeps partial batches
+    dm.cfg["batch_size"] = 3
+    assert len(dm.train_dataloader()) == 1

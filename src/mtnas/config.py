@@ -91,6 +91,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "latency.repeats", int)
     _positive(cfg, "trainer.max_epochs", int)
     _positive(cfg, "data.batch_size", int)
+    _validate_accelerator(cfg)
     if cfg.data.get("synthetic") and not cfg.data.get("root"):
         for key in ("height", "width", "num_train", "num_val", "num_test"):
             _positive(cfg, f"data.synthetic.{key}", int)
@@ -111,6 +112,22 @@ def validate(cfg: DictConfig) -> None:
     if bb not in timm.list_models():
         raise ConfigError(
             "model.backbone.name", f"{bb!r} is not a timm model name (see `timm.list_models()`)."
+        )
+
+
+def _validate_accelerator(cfg: DictConfig) -> None:
+    """A GPU recipe on a machine without CUDA fails here, not deep inside Lightning."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator",
+            f"is {accelerator!r} (from `trainer=gpu`/`trainer=ddp` or a *_search recipe) but this "
+            "machine has no CUDA GPU visible to torch. Add `trainer=cpu` to run on the CPU "
+            "(slow at full recipe size: shrink e.g. `trainer.max_epochs`), or run on a GPU machine.",
         )
 
 

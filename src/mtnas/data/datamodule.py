@@ -87,8 +87,16 @@ class MultiTaskDataModule(pl.LightningDataModule):
             else self.cfg.get("eval_batch_size", self.cfg["batch_size"])
         )
         workers = int(self.cfg.get("num_workers", 0))
+        dataset = self._dataset(split)
+        if shuffle and len(dataset) < bs:
+            # drop_last would leave no batch at all: training would silently do nothing.
+            raise ConfigError(
+                "data.batch_size",
+                f"is {bs} but the {split} split has only {len(dataset)} samples, so training would run "
+                f"no step (the last partial batch is dropped). Use data.batch_size={len(dataset)} or less.",
+            )
         return DataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=bs,
             shuffle=shuffle,
             num_workers=workers,
