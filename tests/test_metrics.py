@@ -199,3 +199,9 @@ def test_classification_metrics_and_loss_by_hand():
     assert float(task.loss(logits, soft)) == pytest.approx(float(want), rel=1e-5)
     assert float(task.loss(logits, torch.zeros(3, 6))) == 0.0
     assert task.directions == {"top1": "max", "top5": "max", "kl": "min"}
+
+
+def test_delta_m_against_a_zero_baseline_names_the_metric_and_the_way_out():
+    base = {"class_object": {"top1": 0.0, "top5": 2.0, "kl": 3.1}}
+    with pytest.raises(Exception, match=r"class_object/top1` is 0.*delta_m_metrics=\[top5\]"):
+        delta_m(base, base, {"class_object": {"top1": "max"}})

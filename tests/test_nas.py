@@ -173,3 +173,16 @@ def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir):
 def test_search_stage_without_space_is_a_config_error(tmp_path, cache_dir):
     res = run_cli([*TINY, "stage=search"], tmp_path, cache_dir)
     assert res.returncode == 2 and "Config error at `stage`" in res.stderr
+
+
+def test_a_zero_baseline_metric_stops_before_the_supernet_and_names_the_fix(tmp_path, cache_dir):
+    # e.g. Taskonomy class_object: a short baseline run can score top1 = 0, which makes Δm undefined.
+    run_dir = tmp_path / "r"
+    (run_dir / "baselines").mkdir(parents=True)
+    zero = {"semseg": {"miou": 0.0, "pixel_acc": 0.3}, "depth": {"abs_err": 0.5, "rel_err": 0.2}}
+    (run_dir / "baselines" / "baselines.json").write_text(json.dumps({"source": "run", "val": zero}))
+    res = run_cli([*NAS_TINY, "stage=supernet", f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "`semseg/miou` is 0" in res.stderr
+    assert "++data.available_tasks.semseg.delta_m_metrics=[pixel_acc]" in res.stderr
+    assert not (run_dir / "supernet").exists()  # stopped before any supernet training

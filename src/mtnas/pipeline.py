@@ -35,7 +35,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from mtnas.data.datamodule import MultiTaskDataModule
 from mtnas.errors import MtnasError
 from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
-from mtnas.metrics import delta_m
+from mtnas.metrics.delta_m import check_baselines, delta_m
 from mtnas.search.cost import count_flops, count_params, measure_latency
 from mtnas.tasks import build_tasks
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
@@ -144,6 +144,12 @@ class Pipeline:
             fits = {u.tasks[0]: self.fit(u, self._module(u, None)) for u in self.baseline_units}
             ref = {"source": "run", "val": {t: f["val"][t] for t, f in fits.items()}}
         self._write_json(self.baselines_dir / "baselines.json", ref)
+        self._check_baselines(ref)
+        return ref
+
+    def _check_baselines(self, ref: dict[str, Any]) -> dict[str, Any]:
+        """A baseline metric of 0 makes Δm undefined: say so now, not after the supernet has trained."""
+        check_baselines(ref["val"], {t: task.delta_m_directions for t, task in self.task_objs.items()})
         return ref
 
     def load_baselines(self, required: bool) -> dict[str, Any] | None:
@@ -152,7 +158,7 @@ class Pipeline:
             return {"source": "config", "val": metrics, "test": metrics}
         path = self.baselines_dir / "baselines.json"
         if path.exists():
-            return read_json(path)
+            return self._check_baselines(read_json(path))
         if required:
             raise MtnasError(
                 f"{path} is missing: run the baselines stage first (stage=baselines or stage=all) in this "

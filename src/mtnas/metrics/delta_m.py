@@ -39,7 +39,7 @@ def delta_m(
                     f"missing {e}. Check `baselines.metrics` or rerun the baselines stage."
                 ) from None
             if base == 0:
-                raise MtnasError(f"Δm: baseline `{task}/{name}` is 0, so a relative change is undefined.")
+                raise MtnasError(zero_baseline_message(task, name, baselines[task]))
             sign = 1.0 if direction == "max" else -1.0
             terms.append(sign * (value - base) / abs(base))
         per_task.append(terms)
@@ -49,3 +49,31 @@ def delta_m(
         return 100.0 * sum(sum(t) / len(t) for t in per_task) / len(per_task)
     flat = [x for t in per_task for x in t]
     return 100.0 * sum(flat) / len(flat)
+
+
+def zero_baseline_message(task: str, metric: str, task_baselines: Mapping[str, float]) -> str:
+    """Why Δm cannot use a baseline metric that is 0, and the two ways out."""
+    others = [m for m in task_baselines if m != metric and float(task_baselines[m]) != 0]
+    fix = (
+        f"or count other metrics of `{task}` in Δm: `++data.available_tasks.{task}.delta_m_metrics=[{others[0]}]`"
+        f" (it has {others})"
+        if others
+        else f"or leave `{task}` out of `tasks`"
+    )
+    return (
+        f"Δm: the single-task baseline's `{task}/{metric}` is 0, so a relative change against it is "
+        "undefined. Usually that baseline learnt nothing measurable on this metric (too few epochs, or too "
+        f"few val samples for it). Train the baselines longer (`trainer.max_epochs`), {fix}, or give "
+        "reference numbers with baselines.source=config."
+    )
+
+
+def check_baselines(
+    baselines: Mapping[str, Mapping[str, float]], directions: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Raise before any long stage when a baseline metric that counts in Δm is 0 (Δm would be undefined)."""
+    for task, task_dirs in directions.items():
+        for name in task_dirs:
+            value = baselines.get(task, {}).get(name)
+            if value is not None and float(value) == 0:
+                raise MtnasError(zero_baseline_message(task, name, baselines[task]))
