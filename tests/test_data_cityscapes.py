@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mtnas.data.cityscapes import CATEGORIES, LUTS, TRAIN_CLASSES, CityscapesDataset
-from mtnas.data.cli import check, load_data_config
+from mtnas.data.cli import check, load_data_config, main
 from mtnas.data.files import Target
 from mtnas.data.formats import build_dataset
 from mtnas.errors import ConfigError, DataError
@@ -268,11 +268,36 @@ def test_mtnas_data_check_npy(tmp_path, capsys):
     np.save(tmp_path / "val" / "label_7" / "1.npy", bad)
     np.save(tmp_path / "train" / "depth" / "0.npy", np.zeros((128, 256), np.float32))  # no channel axis
     (tmp_path / "train" / "label_19" / "2.npy").unlink()
-    assert check("cityscapes", tmp_path) == 1
+    assert check("cityscapes", tmp_path, tasks=["semseg", "semseg19", "depth"]) == 1
     out = capsys.readouterr().out.replace("\n", " ")
     assert "val/label_7/1.npy" in out and "label value 7 outside" in out
     assert "train/depth/0.npy" in out and "expected H×W×1" in out
     assert "train/label_19/2.npy: file is missing" in out
+    assert check("cityscapes", tmp_path) == 1  # the default tasks (semseg, depth) do not need label_19
+    assert "label_19" not in capsys.readouterr().out
+
+
+def test_npy_depth_in_metres_is_named(tmp_path, capsys):
+    # This layout stores inverse depth (≈ 0–0.49); a copy converted to metres must not pass silently.
+    write_npy(tmp_path)
+    metres = np.full((128, 256, 1), 12.5, np.float32)
+    np.save(tmp_path / "val" / "depth" / "1.npy", metres)
+    assert check("cityscapes", tmp_path) == 1
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "val/depth/1.npy: values in [12.5, 12.5], outside [0, 1]" in out
+    assert "data.available_tasks.depth.value_range" in out
+
+
+def test_mtnas_data_check_takes_the_training_data_overrides(tmp_path, capsys):
+    write_npy(tmp_path, size=(64, 96))  # a copy at another size: .npy layouts are never resized
+    assert check("cityscapes", tmp_path) == 1
+    assert "expected (128, 256)" in capsys.readouterr().out.replace("\n", " ")
+    assert check("cityscapes", tmp_path, overrides=["data.image_size=[64,96]"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "cityscapes", str(tmp_path), "++data.image_size=[64,96]"])
+    assert exc.value.code == 0
+    assert check("cityscapes", tmp_path, overrides=["image_size=[64,96]"]) == 2
+    assert "data.KEY=VALUE" in capsys.readouterr().out
 
 
 # --- a few supernet steps through the CLI on each layout ---------------------------------------------

@@ -319,10 +319,15 @@ def test_mtnas_data_check_passes_and_names_planted_defects(tmp_path, capsys):
     neg = np.full(1000, 1e-3, np.float32)
     neg[7] = -0.5
     np.save(tmp_path / "hanson/class_object" / f"{stem}class_object.npy", neg)  # negative probability
+    np.save(tmp_path / "corozal/class_object" / f"{stem}class_object.npy", np.full(1000, 0.01, np.float32))
     assert check("taskonomy", tmp_path, ["class_object", "class_scene"]) == 1
     out = capsys.readouterr().out.replace("\n", " ")
     assert f"ihlen/class_scene/{stem}class_scene.npy: shape (10,), expected (365,)" in out
     assert f"hanson/class_object/{stem}class_object.npy: negative class probability -0.5" in out
+    assert f"corozal/class_object/{stem}class_object.npy: class probabilities sum to 10, expected 1" in out
+    (tmp_path / "hanson" / "rgb" / f"{stem}rgb.png").unlink()  # the view's targets remain: named, not dropped
+    assert check("taskonomy", tmp_path) == 1
+    assert f"hanson/rgb/{stem}rgb.png: file is missing" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_recipe_validates_with_every_task(tmp_path):
@@ -331,7 +336,9 @@ def test_recipe_validates_with_every_task(tmp_path):
 
     from .conftest import compose_cfg
 
-    c = compose_cfg(["+experiment=taskonomy_search", f"data.root={tmp_path}", f"tasks=[{','.join(ALL)}]"])
+    c = compose_cfg(
+        ["+experiment=taskonomy_search", f"data.root={tmp_path}", f"tasks=[{','.join(ALL)}]", "trainer=cpu"]
+    )
     validate(c)
     assert list(compose_cfg(["+experiment=taskonomy_search", f"data.root={tmp_path}"]).tasks) == FIVE
     tasks = build_tasks(ALL, cfg()["available_tasks"])

@@ -1,7 +1,10 @@
 """`mtnas-data`: dataset tools.
 
-mtnas-data check <dataset> /path/to/root [--tasks a,b]   read every file of every split with the same
-                                                           checks training uses; summary; exit 1 on problems
+mtnas-data check <dataset> /path/to/root [--tasks a,b] [data.KEY=VALUE ...]
+                                                           read every file of every split with the same
+                                                           checks training uses; summary; exit 1 on problems.
+                                                           The overrides are the training command's own
+                                                           (e.g. data.image_size=[256,512])
 mtnas-data generate /path/to/out [--height H --width W --train N --val N --test N --seed S]
 mtnas-data prepare nyuv2 --mat nyu_depth_v2_labeled.mat --splits splits.mat --map40 classMapping40.mat
                          --out /path/to/nyuv2 [--labels40 F | --map13 F | --raw-depth | --size H W ...]
@@ -25,15 +28,37 @@ def data_configs() -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / "data").glob("*.yaml"))
 
 
-def load_data_config(name: str) -> dict[str, Any]:
+def load_data_config(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """`conf/data/<name>.yaml` with `data.KEY=VALUE` overrides (as typed after `mtnas`; `+`/`++` allowed)."""
     from omegaconf import OmegaConf
 
     from mtnas.cli import config_dir
+    from mtnas.errors import ConfigError
 
-    return OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "data" / f"{name}.yaml"))
+    cfg = OmegaConf.load(Path(config_dir()) / "data" / f"{name}.yaml")
+    dotlist = []
+    for item in overrides or []:
+        key, sep, _ = item.lstrip("+").partition("=")
+        if not sep or not key.startswith("data."):
+            raise ConfigError(
+                "data",
+                f"override {item!r} is not of the form data.KEY=VALUE (e.g. data.image_size=[256,512]).",
+            )
+        dotlist.append(item.lstrip("+")[len("data.") :])
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except Exception as e:  # a malformed value: say which override, not OmegaConf's internals
+        raise ConfigError("data", f"cannot apply overrides {overrides}: {e}") from None
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
-def check(name: str, root: Path, tasks: list[str] | None = None, max_problems: int = 20) -> int:
+def check(
+    name: str,
+    root: Path,
+    tasks: list[str] | None = None,
+    max_problems: int = 20,
+    overrides: list[str] | None = None,
+) -> int:
     """Index and read every sample of every split; print the first problems (file names) and a summary."""
     import numpy as np
     from rich.console import Console
@@ -44,7 +69,11 @@ def check(name: str, root: Path, tasks: list[str] | None = None, max_problems: i
     from mtnas.errors import DataError, MtnasError
 
     console = Console()
-    cfg = load_data_config(name)
+    try:
+        cfg = load_data_config(name, overrides)
+    except MtnasError as e:
+        console.print(f"[red]✗ {e}[/]")
+        return 2
     available = cfg["available_tasks"]
     if tasks is None:
         tasks = [t for t, spec in available.items() if not spec.get("optional")]
@@ -102,6 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     p_check.add_argument("dataset", choices=data_configs(), help="a data config name (conf/data/)")
     p_check.add_argument("root", type=Path)
     p_check.add_argument("--tasks", help="comma-separated tasks to check (default: every non-optional one)")
+    p_check.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="data.KEY=VALUE",
+        help="as in training, e.g. data.image_size=[256,512]",
+    )
     p_gen = sub.add_parser("generate", help="write the synthetic dataset (NYUv2 layout) to a folder")
     p_gen.add_argument("out", type=Path)
     for flag, default in (
@@ -132,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "check":
         tasks = args.tasks.split(",") if args.tasks else None
-        sys.exit(check(args.dataset, args.root.expanduser(), tasks))
+        sys.exit(check(args.dataset, args.root.expanduser(), tasks, overrides=args.overrides))
     if args.command == "prepare" and args.dataset == "nyuv2":
         from mtnas.data.prepare_nyuv2 import main as prepare_nyuv2
         from mtnas.errors import MtnasError

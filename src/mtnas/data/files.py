@@ -117,6 +117,9 @@ def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
             return [f"{path}: non-integral label {float(arr[arr != np.round(arr)].flat[0]):g}"]
     if kind == "distribution" and (arr < 0).any():
         return [f"{path}: negative class probability {float(arr[arr < 0].flat[0]):g}"]
+    if kind == "distribution" and arr.any() and abs(float(arr.sum()) - 1) > 0.01:
+        # Cross-entropy against soft targets assumes a distribution (all-zero = unlabeled).
+        return [f"{path}: class probabilities sum to {float(arr.sum()):.4g}, expected 1"]
     if kind == "depth" and (arr < 0).any():
         return [f"{path}: negative depth (0 marks invalid pixels)"]
     if kind == "image" and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
@@ -127,6 +130,15 @@ def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
         norm = np.linalg.norm(arr, axis=-1)
         if ((norm > 1e-3) & (np.abs(norm - 1) > 0.05)).any():
             return [f"{path}: normals must be unit vectors (or 0 = invalid); found length {norm.max():.3g}"]
+    value_range = target.options.get("value_range")  # a layout's units, e.g. inverse depth, not metres
+    if value_range is not None and arr.size and np.issubdtype(arr.dtype, np.number):
+        lo, hi = (float(v) for v in value_range)
+        values = arr[np.isfinite(arr)]
+        if values.size and (values.min() < lo or values.max() > hi):
+            return [
+                f"{path}: values in [{values.min():.4g}, {values.max():.4g}], outside [{lo:g}, {hi:g}] "
+                f"(`data.available_tasks.{target.name}.value_range`: the units this layout stores)"
+            ]
     return []
 
 

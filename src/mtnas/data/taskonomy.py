@@ -93,6 +93,7 @@ DEPTH_MISSING = 65535
 NORMAL_INVALID_BELOW = 0.5
 NORMAL_MAX_LENGTH = 1.2
 RGB_NAME = re.compile(r"^point_(\d+)_view_(\d+)_domain_rgb\.png$")
+VIEW_NAME = re.compile(r"^point_(\d+)_view_(\d+)_domain_")
 SPLIT_GLOB = "train_val_test_*.csv"
 VP_KEY = "vanishing_points_gaussian_sphere"
 
@@ -360,6 +361,14 @@ class TaskonomyDataset(FileDataset):
                 )
                 return []
             listings[domain] = listing
+        # A view whose targets exist but whose rgb file does not is a missing file, not a silent drop.
+        in_targets = {
+            (int(m[1]), int(m[2])) for names in listings.values() for m in map(VIEW_NAME.match, names) if m
+        }
+        self.index_problems += [
+            f"{rgb_dir / f'point_{p}_view_{v}_domain_rgb.png'}: file is missing (its targets exist)."
+            for p, v in sorted(in_targets - set(views))
+        ]
         samples = []
         for p, v in views:
             stem = f"point_{p}_view_{v}_domain_"

@@ -34,7 +34,7 @@ def build_task(name: str, spec: Mapping[str, Any]) -> Task:
     """`spec` is a dataset's entry in `data.available_tasks`: `{type: semseg, num_classes: 13, ...}`."""
     params = dict(spec)
     type_ = params.pop("type", name)
-    for reader_key in ("source", "optional"):  # where/whether the reader finds the target
+    for reader_key in ("source", "optional", "value_range"):  # for the reader and `mtnas-data check` only
         params.pop(reader_key, None)
     if type_ not in TASK_TYPES:
         raise ConfigError(
