@@ -225,13 +225,15 @@ def test_mtnas_data_check_passes_and_names_planted_defects(tmp_path, capsys):
     seg[5, 7] = 77
     Image.fromarray(seg).save(tmp_path / "segmentation" / "0001.png")  # out-of-range label
     Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(tmp_path / "images" / "0011.png")  # size mismatch
+    Image.fromarray(np.zeros((H + 2, W), np.uint8)).save(tmp_path / "edge" / "0004.png")  # one target's size
     (tmp_path / "gt_sets" / "val.txt").write_text("0001\n0002\n0003\n")  # a training image in val
     assert check("nyud", tmp_path) == 1
     out = capsys.readouterr().out.replace("\n", " ")
     assert "depth/0010.npy: file is missing" in out
     assert "depth/0002.npy" in out and "expected H×W×1" in out
     assert "segmentation/0001.png" in out and "label value 77" in out
-    assert "images/0011.png" in out and "sizes differ" in out
+    assert f"images/0011.png: size ({H + 1}, {W})" in out and "sizes differ" in out
+    assert f"edge/0004.png: size ({H + 2}, {W})" in out and "sizes differ" in out  # the edge, not its image
     assert "val.txt: 1 id(s) also in train.txt" in out
 
 

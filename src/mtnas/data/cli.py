@@ -115,6 +115,7 @@ def check(
         if total:
             shares = " ".join(f"{c}:{100 * n / total:.1f}%" for c, n in enumerate(hist[:-1]))
             console.print(f"{t} class histogram (pixels): {shares} ignore:{100 * hist[-1] / total:.1f}%")
+    problems = list(dict.fromkeys(problems))  # split-level problems (e.g. a missing split file) once
     if problems:
         console.print(f"[red]✗ {len(problems)} problem(s); the first {min(len(problems), max_problems)}:[/]")
         for p in problems[:max_problems]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,7 +265,17 @@ class FileDataset(Dataset, ABC):
                 raise DataError(sample[key], problems[0].split(": ", 1)[1])
         shapes = {k: a.shape[:2] for k, a in arrays.items() if self.kinds[k] in SPATIAL}
         if len(set(shapes.values())) > 1:
-            raise DataError(sample["image"], f"sample {self.sample_id(index)}: sizes differ {shapes}")
+            # Blame the file that disagrees with the others (the image when all targets agree, a target
+            # when it alone differs); on a tie the image's size counts as right.
+            votes = Counter(shapes.values())
+            common = max(votes, key=lambda s: (votes[s], s == shapes["image"]))
+            odd = next(k for k, s in shapes.items() if s != common)
+            others = ", ".join(k for k, s in shapes.items() if s == common)
+            raise DataError(
+                sample[odd],
+                f"size {tuple(shapes[odd])}, but {others} of sample {self.sample_id(index)} are "
+                f"{tuple(common)} (sizes differ)",
+            )
         return arrays
 
     def finish(self, sample: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ _SHORT = {
     "within_22_5": "% < 22.5°",
     "within_30": "% < 30°",
     "odsf": "odsF",
+    "maxf": "maxF",
     "top1": "top-1 %",
     "top5": "top-5 %",
     "kl": "KL",
