@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from mtnas.cli import config_dir
@@ -68,10 +69,28 @@ def test_every_group_option_composes(group, option, tmp_path):
         ("baselines.source=config", "baselines.metrics.semseg.miou"),
         ("model.backbone.name=resnet_does_not_exist", "model.backbone.name"),
         ("data.synthetic.height=8", "data.synthetic"),
+        ("seed=abc", "seed"),
+        # NAS keys: wrong before any work starts, not after the baselines and the supernet trained.
+        ("space=vit_demo search.population=0", "search.population"),
+        ("space=vit_demo search.population=abc", "search.population"),
+        ("space=vit_demo search.generations=-1", "search.generations"),
+        ("space=vit_demo search.mutations=-1", "search.mutations"),
+        ("space=vit_demo search.top_k=100", "search.top_k"),
+        ("space=vit_demo search=random search.num_candidates=0", "search.num_candidates"),
+        ("space=vit_demo budget.flops_max=10G", "budget.flops_max"),
+        ("space=vit_demo budget.params_max=-5", "budget.params_max"),
+        ("space=vit_demo budget.params_min=4e5 budget.params_max=2e5", "budget.params_min"),
+        ("space=vit_demo supernet.timm_init=vit_small_patch16_224", "supernet.timm_init"),
+        # what an unquoted {model:...,checkpoint:...} becomes after the shell's brace expansion
+        ("space=vit_demo supernet.timm_init=checkpoint:/no/such.pth", "supernet.timm_init"),
+        (
+            "space=vit_demo supernet.timm_init={model: vit_small_patch16_224, checkpoint: /no/such.pth}",
+            "supernet.timm_init.checkpoint",
+        ),
     ],
 )
 def test_bad_values_name_their_key(override, key):
-    cfg = compose_cfg(override.split())
+    cfg = compose_cfg(override.split(" ") if "{model: " not in override else override.split(" ", 1))
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert e.value.key == key
@@ -88,3 +107,28 @@ def test_nyuv2_needs_an_existing_root(tmp_path):
 def test_config_baselines_are_accepted_when_complete():
     metrics = "{semseg: {miou: 0.4, pixel_acc: 0.6}, depth: {abs_err: 0.5, rel_err: 0.2}}"
     validate(compose_cfg(["tasks=[semseg,depth]", "baselines.source=config", f"baselines.metrics={metrics}"]))
+
+
+def test_arch_and_supernet_ckpt_files_are_checked_before_any_work(tmp_path):
+    """A README given as arch=, a binary file, an arch with a value outside the space, or a YAML file as
+    supernet_ckpt=: one paragraph naming the key, the file and the field, not a YAML/pickle traceback."""
+    from mtnas.space import ViTSpace
+
+    cfg = compose_cfg(["space=vit_demo"])
+    space = ViTSpace.from_config(OmegaConf.to_container(cfg.space), list(cfg.tasks))
+    good = space.smallest().to_dict()
+    (tmp_path / "README.md").write_text("# Title\n*emphasis* and `code`\n")
+    (tmp_path / "model.ckpt").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump({**good, "embed_dim": 56}))
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(good))
+    cases = [
+        ("arch", "README.md", "is not an arch file"),
+        ("arch", "model.ckpt", "is not an arch file"),
+        ("arch", "wide.yaml", "embed_dim 56 is not one of the space's choices [48, 64]"),
+        ("supernet_ckpt", "arch.yaml", "is not a checkpoint"),
+    ]
+    for key, name, says in cases:
+        with pytest.raises(ConfigError) as e:
+            validate(compose_cfg(["space=vit_demo", f"{key}={tmp_path / name}"]))
+        assert e.value.key == key and says in str(e.value) and name in str(e.value), str(e.value)
+    validate(compose_cfg(["space=vit_demo", f"arch={tmp_path / 'arch.yaml'}"]))

@@ -108,6 +108,37 @@ def test_infeasible_budget_is_a_config_error():
     Budget(params_max=large["params"]).check_feasible(small, large)
 
 
+@pytest.mark.parametrize(
+    "given,key,says",
+    [
+        ({"flops_max": "10G"}, "budget.flops_max", "without units"),
+        ({"latency_ms_max": "15ms"}, "budget.latency_ms_max", "without units"),
+        ({"params_max": -5}, "budget.params_max", "positive"),
+        ({"params_min": 4e5, "params_max": 2e5}, "budget.params_min", "above budget.params_max"),
+    ],
+)
+def test_budget_values_are_checked_with_their_key(given, key, says):
+    with pytest.raises(ConfigError) as e:
+        Budget.from_config(given)
+    assert e.value.key == key and says in str(e.value)
+    assert (
+        Budget.from_config({"params_min": "1e5", "params_max": 2e5}).describe()
+        == "params ≥ 1e+05, params ≤ 2e+05"
+    )
+
+
+def test_a_budget_window_no_arch_falls_in_is_a_clear_error(tmp_path):
+    """Each bound alone is inside the space, but no arch's (integer) cost lies between them."""
+    from mtnas.errors import MtnasError
+
+    x = cost(SPACE.sample(random.Random(0)))["params"]
+    budget = Budget(params_min=x + 0.1, params_max=x + 0.2)
+    log = PopulationLog(tmp_path / "population.jsonl")
+    search = EvolutionSearch(SPACE, cost, budget, Fitness(), log, random.Random(0), max_tries=20)
+    with pytest.raises(MtnasError, match="no arch within the budget"):
+        search.run(EvolutionConfig(population=4, top_k=2, mutations=2, crossovers=2, generations=2))
+
+
 def test_latency_budget_and_cached_measurements(tmp_path):
     import torch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,11 +37,20 @@ def _positive(cfg: DictConfig, key: str, kind: type = float) -> None:
         raise ConfigError(key, f"got {value!r}; expected a positive {kind.__name__}.")
 
 
+def _non_negative_int(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(key, f"got {value!r}; expected an integer ≥ 0.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` / `DataError` for the first problem found."""
     from mtnas.tasks import TASK_TYPES  # imported here: `mtnas --help` must stay torch-free
 
     _choice(cfg, "stage", STAGES)
+    seed = OmegaConf.select(cfg, "seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError("seed", f"got {seed!r}; expected an integer.")
     from mtnas.data.formats import FORMATS
 
     name = OmegaConf.select(cfg, "data.name")
@@ -148,7 +158,7 @@ def _validate_config_baselines(cfg: DictConfig, tasks: list[str]) -> None:
 
 def _validate_nas(cfg: DictConfig, tasks: list[str]) -> None:
     from mtnas.search.budget import Budget
-    from mtnas.space import ViTSpace
+    from mtnas.space import ViTArch, ViTSpace
 
     if cfg.stage == "train":
         raise ConfigError(
@@ -158,15 +168,51 @@ def _validate_nas(cfg: DictConfig, tasks: list[str]) -> None:
         raise ConfigError(
             "loss.weighting", "the supernet trains with fixed task weights; use loss.weighting=fixed."
         )
-    ViTSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True), tasks)
+    space = ViTSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True), tasks)
     Budget.from_config(OmegaConf.to_container(cfg.budget, resolve=True) if cfg.get("budget") else None)
-    _choice(cfg, "search.name", SEARCHERS)
+    searcher = _choice(cfg, "search.name", SEARCHERS)
+    if searcher == "evolution":
+        for key in ("population", "top_k", "generations"):
+            _positive(cfg, f"search.{key}", int)
+        for key in ("mutations", "crossovers"):
+            _non_negative_int(cfg, f"search.{key}")
+        if cfg.search.top_k > cfg.search.population:
+            raise ConfigError(
+                "search.top_k", f"{cfg.search.top_k} is more than search.population={cfg.search.population}."
+            )
+    else:
+        _positive(cfg, "search.num_candidates", int)
     _choice(cfg, "retrain.init", RETRAIN_INITS)
     _positive(cfg, "supernet.patch_size", int)
     for key in ("supernet.max_epochs", "retrain.max_epochs", "search.val_batches"):
         if OmegaConf.select(cfg, key) is not None:
             _positive(cfg, key, int)
+    timm_init = OmegaConf.select(cfg, "supernet.timm_init")
+    if timm_init is not None:
+        example = "supernet.timm_init='{model: vit_small_patch16_224, checkpoint: /path/to/weights.pth}'"
+        if not OmegaConf.is_dict(timm_init) or not timm_init.get("model") or not timm_init.get("checkpoint"):
+            raise ConfigError(
+                "supernet.timm_init",
+                f"got {timm_init!r}; expected a mapping with `model` and `checkpoint`, e.g. {example} "
+                "(on the command line inside quotes: unquoted, the shell splits {a,b} into two arguments).",
+            )
+        weights = Path(str(timm_init.checkpoint)).expanduser()
+        if not weights.is_file():
+            raise ConfigError("supernet.timm_init.checkpoint", f"weights file {weights} does not exist.")
     for key in ("arch", "supernet_ckpt"):
         value = cfg.get(key)
         if value is not None and not Path(str(value)).expanduser().is_file():
             raise ConfigError(key, f"file {value} does not exist.")
+    if cfg.get("arch") is not None:
+        why = space.why_outside(ViTArch.read(cfg.arch))
+        if why:
+            raise ConfigError(
+                "arch", f"{cfg.arch} describes an arch outside this run's search space (`space`): {why}."
+            )
+    ckpt = cfg.get("supernet_ckpt")
+    if ckpt is not None and not zipfile.is_zipfile(Path(str(ckpt)).expanduser()):
+        # torch.save writes a zip archive: anything else (a YAML, a log) is refused before any work.
+        raise ConfigError(
+            "supernet_ckpt",
+            f"{ckpt} is not a checkpoint; expected a supernet checkpoint (a run's supernet/last.ckpt).",
+        )

@@ -28,7 +28,26 @@ class Budget:
                 f"budget.{sorted(unknown)[0]}",
                 "unknown budget key; use params_min/max, flops_min/max, latency_ms_min/max.",
             )
-        return cls(**{k: (float(v) if v is not None else None) for k, v in cfg.items() if k != "name"})
+        values = {k: _bound(f"budget.{k}", v) for k, v in cfg.items() if k != "name"}
+        for key in COST_KEYS:
+            lo, hi = values.get(f"{key}_min"), values.get(f"{key}_max")
+            if lo is not None and hi is not None and lo > hi:
+                raise ConfigError(f"budget.{key}_min", f"{lo:.4g} is above budget.{key}_max={hi:.4g}.")
+        return cls(**values)
+
+    @property
+    def is_limited(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+    def describe(self) -> str:
+        """`params ≥ 4.51e+05, params ≤ 4.52e+05`, or `no budget`."""
+        parts = [
+            f"{key} {'≥' if bound == 'min' else '≤'} {getattr(self, f'{key}_{bound}'):.4g}"
+            for key in COST_KEYS
+            for bound in ("min", "max")
+            if getattr(self, f"{key}_{bound}") is not None
+        ]
+        return ", ".join(parts) or "no budget"
 
     @property
     def limits_latency(self) -> bool:
@@ -58,6 +77,25 @@ class Budget:
                     f"budget.{key}_min",
                     f"{lo:.4g} is above the largest arch of the space ({largest[key]:.4g} {key}); no arch can meet it.",
                 )
+
+
+def _bound(key: str, value) -> float | None:
+    """A budget bound: a positive plain number (params and FLOPs as counts, e.g. 5e6; latency in ms)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            key,
+            f"got {value!r}; expected a plain number without units (params/FLOPs as counts such as "
+            "5e6 or 1.5e10, latency in milliseconds such as 15).",
+        ) from None
+    if not number > 0:
+        raise ConfigError(key, f"got {value!r}; expected a positive number (or null for no bound).")
+    return number
 
 
 def sample_within(

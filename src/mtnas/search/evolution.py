@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from mtnas.errors import MtnasError
 from mtnas.search.budget import Budget, sample_within
 from mtnas.search.population import PopulationLog, arch_key
 
@@ -85,6 +86,11 @@ class EvolutionSearch(Searcher):
         population = [
             a for a in (self._within(lambda: self.space.sample(self.rng)) for _ in range(cfg.population)) if a
         ]
+        if not population:
+            raise MtnasError(
+                f"the search found no arch within the budget in {cfg.population * self.max_tries} random "
+                "tries; widen `budget` or the space."
+            )
         for gen in range(cfg.generations):
             records = self._score(population)
             ranked = sorted(zip(population, records, strict=True), key=lambda p: -p[1]["delta_m"])

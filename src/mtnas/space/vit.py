@@ -10,7 +10,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mtnas.errors import ConfigError
 
@@ -72,8 +75,25 @@ class ViTArch:
                 task_specific=tuple(frozenset(layer.get("task_specific", ())) for layer in layers),
                 head_hidden=tuple(sorted((str(t), int(h)) for t, h in d["head_hidden"].items())),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError("arch", f"not a valid ViT arch description ({e!r}).") from None
+
+    @classmethod
+    def read(cls, path: str | Path, key: str = "arch") -> ViTArch:
+        """The arch in a YAML file (a run's arch.yaml); any other file is a one-paragraph error at `key`."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(key, f"arch file {path} does not exist.")
+        try:
+            d = yaml.safe_load(path.read_text())
+            if not isinstance(d, Mapping):
+                raise ValueError(f"the file holds a {type(d).__name__}, not a mapping")
+            return cls.from_dict(d)
+        except (yaml.YAMLError, UnicodeDecodeError, ValueError, ConfigError) as err:
+            why = str(err).removeprefix("Config error at `arch`: ").splitlines()[0]
+            raise ConfigError(
+                key, f"{path} is not an arch file (a run's arch.yaml, as the search writes it): {why}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -193,18 +213,47 @@ class ViTSpace:
         )
 
     def contains(self, arch: ViTArch) -> bool:
-        return (
-            arch.embed_dim in self.embed_dims
-            and arch.depth in self.depths
-            and all(h in self.num_heads for h in arch.num_heads)
-            and all(r in self.mlp_ratios for r in arch.mlp_ratio)
-            and all(
-                ts <= set(self.tasks) and (not ts or self.can_specialise(i))
-                for i, ts in enumerate(arch.task_specific)
+        return self.why_outside(arch) is None
+
+    def require(self, arch: ViTArch, source: object, key: str = "arch") -> ViTArch:
+        """`arch`, or a ConfigError at `key` naming `source` (its file) and the first field outside."""
+        why = self.why_outside(arch)
+        if why:
+            raise ConfigError(
+                key, f"{source} describes an arch outside this run's search space (`space`): {why}."
             )
-            and set(arch.heads) == set(self.tasks)
-            and all(h in self.head_hidden for h in arch.heads.values())
-        )
+        return arch
+
+    def why_outside(self, arch: ViTArch) -> str | None:
+        """None for an arch of this space, else the first field that is not (for error messages)."""
+
+        def choice(field: str, value, allowed) -> str:
+            return f"{field} {value!r} is not one of the space's choices {list(allowed)}"
+
+        if arch.embed_dim not in self.embed_dims:
+            return choice("embed_dim", arch.embed_dim, self.embed_dims)
+        if arch.depth not in self.depths:
+            return choice("depth", arch.depth, self.depths)
+        for i, (h, r, ts) in enumerate(zip(arch.num_heads, arch.mlp_ratio, arch.task_specific, strict=True)):
+            layer = f"layers[{i}]."
+            if h not in self.num_heads:
+                return choice(layer + "num_heads", h, self.num_heads)
+            if r not in self.mlp_ratios:
+                return choice(layer + "mlp_ratio", r, self.mlp_ratios)
+            if not ts <= set(self.tasks):
+                return (
+                    f"{layer}task_specific names {sorted(ts - set(self.tasks))}, not tasks {list(self.tasks)}"
+                )
+            if ts and not self.can_specialise(i):
+                return (
+                    f"{layer}task_specific is not allowed: the space has no task-specific copies at layer {i}"
+                )
+        if set(arch.heads) != set(self.tasks):
+            return f"head_hidden is given for tasks {sorted(arch.heads)}; expected tasks {sorted(self.tasks)}"
+        for t, h in arch.heads.items():
+            if h not in self.head_hidden:
+                return choice(f"head_hidden.{t}", h, self.head_hidden)
+        return None
 
     # -- evolution operators (AutoFormer) -----------------------------------------------------------
     def mutate(self, arch: ViTArch, rng: random.Random) -> ViTArch:

@@ -168,8 +168,9 @@ class ViTSupernet(nn.Module):
     @torch.no_grad()
     def extract(self, arch: ViTArch) -> StaticMultiTaskViT:
         """A plain module with copies of exactly the weights `arch` uses."""
-        if not self.space.contains(arch):
-            raise ValueError(f"arch is not in this supernet's space: {arch}")
+        why = self.space.why_outside(arch)
+        if why:
+            raise ValueError(f"arch is not in this supernet's space: {why}")
         task_routes = routes(arch, self.tasks)
         blocks = nn.ModuleDict()
         for t, r in task_routes.items():
