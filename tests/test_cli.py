@@ -122,3 +122,47 @@ def test_multirun_gives_each_job_its_own_folder_and_wandb_runs_offline(tmp_path,
         assert list((job / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
         seeds.append((job / ".hydra" / "overrides.yaml").read_text())
     assert "seed=0" in seeds[0] and "seed=1" in seeds[1]
+
+
+def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
+    """Ctrl-C during training: one line saying where the run is kept and how to continue (Lightning alone
+    exits silently); the rerun says it resumes; a rerun with other `tasks` is refused, not mixed in."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    args = [*TINY, "stage=train", "trainer.limit_train_batches=1", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    exe = Path(sys.executable).parent / "mtnas"
+    proc = subprocess.Popen(
+        [str(exe), *args, "trainer.max_epochs=500"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    last = run_dir / "train/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint's atomic write finish
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted. Finished models" in stderr and f"hydra.run.dir={run_dir}" in stderr
+    assert "Traceback" not in stderr
+    assert "mtnas: interrupted" in (run_dir / "cli.log").read_text()
+
+    res = run_cli([*args, "tasks=[semseg,depth]"], tmp_path, cache_dir)
+    assert res.returncode == 2 and "Config error at `tasks`" in res.stderr and "last.ckpt" in res.stderr
+
+    done = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
+    res = run_cli([*args, f"trainer.max_epochs={done + 1}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"multitask: resuming from {last} ({done} epoch(s) done)" in res.stderr
+    assert json.loads((run_dir / "train/fit.json").read_text())["epochs"] == done + 1
+    # Each invocation's config is kept (Hydra rewrites .hydra/config.yaml), and a changed setting is said.
+    history = sorted((run_dir / ".hydra/history").iterdir())
+    assert [p.name for p in history] == ["001", "002", "003"]
+    assert "max_epochs=500" in (history[0] / "overrides.yaml").read_text()
+    assert f"trainer.max_epochs: 500 → {done + 1}" in res.stderr and "not retrained" in res.stderr

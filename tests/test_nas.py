@@ -92,16 +92,37 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     assert res.returncode == 0, res.stderr[-4000:]
     assert (run_dir / "arch.yaml").read_text() == chosen
 
-    # Search, retrain and evaluate in a new folder from this supernet: the supernet's run lends its
-    # single-task baselines (nothing is retrained or copied) and the report says where they came from.
-    fresh = tmp_path / "fresh"
-    common = [*NAS_TINY, f"supernet_ckpt={run_dir / 'supernet/last.ckpt'}", f"hydra.run.dir={fresh}"]
-    for stage in ("search", "retrain", "evaluate"):
-        res = run_cli([*common, f"stage={stage}"], tmp_path, cache_dir)
-        assert res.returncode == 0, (stage, res.stderr[-3000:])
-    assert not (fresh / "baselines").exists()
-    assert json.loads((fresh / "results.json").read_text())["baselines_dir"] == str(run_dir / "baselines")
-    assert f"baselines trained in {run_dir / 'baselines'}" in (fresh / "report.md").read_text()
+    # Search in a new folder from this supernet; then retrain its arch.yaml in a third folder, given only
+    # arch=, and evaluate there given nothing. The supernet's run lends its single-task baselines and its
+    # weights down the chain (nothing is retrained or copied); sources.json records where they came from.
+    fresh, third = tmp_path / "fresh", tmp_path / "third"
+    res = run_cli(
+        [
+            *NAS_TINY,
+            f"supernet_ckpt={run_dir / 'supernet/last.ckpt'}",
+            f"hydra.run.dir={fresh}",
+            "stage=search",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    for extra in ([f"arch={fresh / 'arch.yaml'}", "stage=retrain"], ["stage=evaluate"]):
+        res = run_cli([*NAS_TINY, f"hydra.run.dir={third}", *extra], tmp_path, cache_dir)
+        assert res.returncode == 0, (extra, res.stderr[-3000:])
+    assert not (fresh / "baselines").exists() and not (third / "baselines").exists()
+    assert json.loads((third / "sources.json").read_text()) == {
+        "baselines": str(run_dir / "baselines"),
+        "supernet": str(run_dir / "supernet/last.ckpt"),
+    }
+    third_results = json.loads((third / "results.json").read_text())
+    assert third_results["baselines_dir"] == str(run_dir / "baselines")
+    assert third_results["search"]["arch"] == yaml.safe_load((fresh / "arch.yaml").read_text())
+    third_report = (third / "report.md").read_text()
+    assert f"baselines trained in {run_dir / 'baselines'}" in third_report
+    # No search ran in that folder: the report names the evaluated arch, and no empty front or missing plot.
+    assert "No search in this run folder." in third_report and "Arch (retrain/arch.yaml): d" in third_report
+    assert "pareto" not in third_report.lower()
 
     # A hand-edited arch is retrained from scratch in another folder.
     other = tmp_path / "edited"
@@ -159,14 +180,24 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         export_main([str(run_dir / "arch.yaml"), str(run_dir / "supernet/last.ckpt"), str(out)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "arch.yaml is not a checkpoint" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:  # a supernet without the arch to extract
+        export_main([str(run_dir / "supernet/last.ckpt"), str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "name one, e.g. the run's arch.yaml" in err
 
 
-def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir):
-    res = run_cli(
-        [*NAS_TINY, "budget.params_max=1000", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir
-    )
+@pytest.mark.parametrize(
+    "budget,key",
+    [
+        (["budget.params_max=1000"], "budget.params_max"),  # below the smallest arch
+        # each bound inside the space, but no arch's (integer) param count lies between them
+        (["budget.params_min=200000.1", "budget.params_max=200000.2"], "budget"),
+    ],
+)
+def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir, budget, key):
+    res = run_cli([*NAS_TINY, *budget, f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir)
     assert res.returncode == 2
-    assert "Config error at `budget.params_max`" in res.stderr and "Traceback" not in res.stderr
+    assert f"Config error at `{key}`" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r" / "baselines").exists()  # nothing was trained
 
 

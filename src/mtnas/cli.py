@@ -6,6 +6,7 @@ Nothing heavy is imported at module level, so `mtnas --help` answers without loa
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -22,28 +23,76 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else here.parents[1] / "conf")
 
 
-def report_error(err: MtnasError) -> None:
-    print(f"\nmtnas: {err}\n", file=sys.stderr)
-    # The run folder's log keeps the error too (its file handler only: the terminal has it already).
-    record = logging.LogRecord("mtnas", logging.ERROR, __file__, 0, "mtnas: %s", (err,), None)
+def _to_run_log(level: int, message: str, exc_info=None) -> None:
+    """Into the run folder's cli.log only (its file handler): the terminal has the message already."""
+    record = logging.LogRecord("mtnas", level, __file__, 0, "%s", (message,), exc_info)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
 
 
+def report_error(err: MtnasError) -> None:
+    print(f"\nmtnas: {err}\n", file=sys.stderr)
+    _to_run_log(logging.ERROR, f"mtnas: {err}")
+
+
+class _InterruptWatch:
+    """Notes Ctrl-C before passing it on: Lightning turns it into `sys.exit(1)` during `fit`, so the
+    KeyboardInterrupt alone cannot tell an interrupted run from a failed one."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGINT)
+        if callable(self.previous):
+            signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.seen = True
+        self.previous(signum, frame)
+
+    def __exit__(self, *exc):
+        if callable(self.previous):
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def report_interrupt(out_dir: str) -> None:
+    message = (
+        f"interrupted. Finished models, the last completed epoch and every evaluated subnet are kept in "
+        f"{out_dir}; to continue, rerun the same command with hydra.run.dir={out_dir}"
+    )
+    print(f"\nmtnas: {message}\n", file=sys.stderr)
+    _to_run_log(logging.WARNING, f"mtnas: {message}")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    try:
-        from mtnas.config import validate
+    with _InterruptWatch() as interrupt:
+        try:
+            from mtnas.config import validate
 
-        validate(cfg)
-        from mtnas.pipeline import run
+            validate(cfg)
+            from mtnas.pipeline import run
 
-        return run(cfg)
-    except MtnasError as err:
-        # A user's mistake: one paragraph naming the key or file, no traceback.
-        report_error(err)
-        sys.exit(2)
+            return run(cfg)
+        except MtnasError as err:
+            # A user's mistake: one paragraph naming the key or file, no traceback.
+            report_error(err)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            report_interrupt(cfg.paths.output_dir)
+            sys.exit(130)
+        except SystemExit:
+            if interrupt.seen:
+                report_interrupt(cfg.paths.output_dir)
+                sys.exit(130)
+            raise
+        except Exception as err:
+            # A bug: Hydra prints the traceback; the run folder's log keeps it too.
+            _to_run_log(logging.ERROR, f"mtnas: unexpected error {err!r}", sys.exc_info())
+            raise
 
 
 def main() -> None:

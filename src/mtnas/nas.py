@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from mtnas.errors import ConfigError, MtnasError
-from mtnas.search.budget import Budget
+from mtnas.search.budget import Budget, sample_within
 from mtnas.search.cost import measure_latency, vit_arch_flops, vit_arch_params
 from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
 from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
@@ -69,7 +69,13 @@ class NAS:
     def cost(self, arch: ViTArch) -> dict[str, float]:
         """Analytic params and FLOPs; plus measured `latency_ms` when the budget limits it (or
         `latency.in_search=true`), timed once per arch and device and cached in the cache folder."""
-        cost = dict(
+        cost = self.analytic_cost(arch)
+        if self.measures_latency:
+            cost["latency_ms"] = self.latency(arch)
+        return cost
+
+    def analytic_cost(self, arch: ViTArch) -> dict[str, float]:
+        return dict(
             _cost(
                 arch,
                 tuple(self.p.tasks),
@@ -80,9 +86,6 @@ class NAS:
                 tuple(sorted(self.image_level)),
             )
         )
-        if self.measures_latency:
-            cost["latency_ms"] = self.latency(arch)
-        return cost
 
     def latency(self, arch: ViTArch) -> float:
         from mtnas.search.latency import LatencyTable
@@ -123,6 +126,16 @@ class NAS:
         self.budget.check_feasible(
             self.cost(self.space.smallest()), self.cost(self.space.largest(task_specific=True))
         )
+        if self.budget.is_limited and not self.budget.limits_latency:
+            # Each bound alone may be inside the space while the window they make holds no arch: the search
+            # would find nothing. Analytic cost is cheap, so look (measured latency is too slow to look).
+            rng, tries = random.Random(int(self.cfg.seed)), 2000
+            if sample_within(lambda: self.space.sample(rng), self.analytic_cost, self.budget, tries) is None:
+                raise ConfigError(
+                    "budget",
+                    f"no arch of the space meets {self.budget.describe()} ({tries} random archs tried): "
+                    "widen the budget or the space.",
+                )
 
     # -- models ---------------------------------------------------------------------------------------
     def subnet_model(self, arch: ViTArch) -> dict[str, Any]:
@@ -152,13 +165,22 @@ class NAS:
         from mtnas.lit.checkpoint import load_checkpoint
 
         if self.cfg.get("supernet_ckpt"):
-            return load_checkpoint(self.cfg.supernet_ckpt, ("supernet",), "supernet_ckpt", self.p.tasks)
+            module = load_checkpoint(self.cfg.supernet_ckpt, ("supernet",), "supernet_ckpt", self.p.tasks)
+            self.p.record_source("supernet", Path(str(self.cfg.supernet_ckpt)).expanduser().resolve())
+            return module
         path = self.supernet_dir / "last.ckpt"
         if not path.is_file():
-            raise MtnasError(
-                f"supernet checkpoint {path} does not exist: train it first (stage=supernet or stage=all) "
-                "or pass supernet_ckpt=/path/to/supernet/last.ckpt."
-            )
+            # A folder that searched or retrained with supernet_ckpt= (or got arch= from one that did).
+            found = self.p.find_input("supernet", "supernet/last.ckpt")
+            if found is None:
+                raise MtnasError(
+                    f"supernet checkpoint {path} does not exist: train it first (stage=supernet or stage=all), "
+                    "pass supernet_ckpt=/path/to/supernet/last.ckpt, or retrain from scratch with "
+                    "retrain.init=scratch."
+                )
+            self.p._announce(f"supernet: using {found} (the run the given files come from)")
+            self.p.record_source("supernet", found.resolve())
+            path = found
         return load_checkpoint(path, ("supernet",), tasks=self.p.tasks)
 
     # -- stages -----------------------------------------------------------------------------------------
@@ -262,13 +284,7 @@ class NAS:
         return arch
 
     def load_arch(self, path: str | Path) -> ViTArch:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("arch", f"arch file {path} does not exist.")
-        arch = ViTArch.from_dict(yaml.safe_load(path.read_text()))
-        if not self.space.contains(arch):
-            raise ConfigError("arch", f"{path} describes an arch outside the configured space `space`.")
-        return arch
+        return self.space.require(ViTArch.read(path), path)
 
     def retrain(self, baselines_val, searched: ViTArch | None = None) -> dict[str, Any]:
         """Retrain `arch=` when given, else the arch the search just chose, else the run's arch.yaml."""
@@ -289,12 +305,20 @@ class NAS:
     # -- reporting --------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         pareto = self.search_dir / "pareto.json"
-        arch_file = Path(self.cfg.arch) if self.cfg.get("arch") else self.arch_path
+        # What was evaluated: the retrained model's record first, else what a retrain would train.
+        trained = self.p.mtl_unit.dir / "arch.yaml"
+        candidates = [trained, Path(self.cfg.arch) if self.cfg.get("arch") else self.arch_path]
+        arch_file = next((f for f in candidates if f.exists()), None)
         log = PopulationLog(self.search_dir / "population.jsonl")
-        arch = self.load_arch(arch_file).to_dict() if arch_file.exists() else None
+        arch = self.load_arch(arch_file).to_dict() if arch_file else None
         searched = log.get(arch) if arch else None  # None for a hand-written arch never evaluated
         return {
             "arch": arch,
+            "arch_file": str(
+                arch_file.relative_to(self.p.out) if arch_file.is_relative_to(self.p.out) else arch_file
+            )
+            if arch_file
+            else None,
             "searched": {"delta_m": searched["delta_m"], "cost": searched["cost"]} if searched else None,
             "evaluated": len(log),
             "pareto_params": read_json(pareto)["params"] if pareto.exists() else [],

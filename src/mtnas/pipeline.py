@@ -33,7 +33,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from mtnas.data.datamodule import MultiTaskDataModule
-from mtnas.errors import MtnasError
+from mtnas.errors import ConfigError, MtnasError
 from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
 from mtnas.metrics.delta_m import check_baselines, delta_m
 from mtnas.search.cost import count_flops, count_params, measure_latency
@@ -85,6 +85,7 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------------
     def run(self) -> float | None:
+        self._keep_config_history()
         pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
         self.dm.prepare_data()
         self.dm.setup()  # reads every split's layout and first sample: bad data fails before training
@@ -110,25 +111,82 @@ class Pipeline:
     def _baselines_val(self, baselines: dict | None) -> dict | None:
         return (baselines or self.load_baselines(required=False) or {}).get("val")
 
+    # Keys that select what a rerun does, not what it trains: they may change freely between reruns.
+    RERUN_KEYS = ("stage", "supernet_ckpt", "arch", "trainer.enable_progress_bar")
+
+    def _keep_config_history(self) -> None:
+        """Hydra rewrites `.hydra/config.yaml` on every run in a folder; keep each invocation's copy in
+        `.hydra/history/NNN/`, and warn when a rerun changes the settings the folder was first run with."""
+        hydra_dir = self.out / ".hydra"
+        if rank_zero_only.rank != 0 or not (hydra_dir / "config.yaml").exists():
+            return
+        history = sorted((hydra_dir / "history").glob("[0-9]*/config.yaml"))
+        dest = hydra_dir / "history" / f"{len(history) + 1:03d}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "overrides.yaml"):
+            if (hydra_dir / name).exists():
+                atomic_write_text(dest / name, (hydra_dir / name).read_text())
+        if history:
+            before = _flat(OmegaConf.to_container(OmegaConf.load(history[0])))
+            now = _flat(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")))
+            changed = sorted(
+                k
+                for k in before.keys() | now.keys()
+                if before.get(k) != now.get(k) and not k.startswith(self.RERUN_KEYS)
+            )
+            if changed:
+                log.warning(
+                    "This folder was first run with other settings (%s%s; that config is in %s). "
+                    "Finished stages are reused as they are, not retrained; use a new folder to train "
+                    "with the new settings.",
+                    ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed[:6]),
+                    ", …" if len(changed) > 6 else "",
+                    history[0].parent,
+                )
+
+    # -- inputs that come from other run folders ----------------------------------------------------
+    SOURCES = "sources.json"  # {"baselines": dir, "supernet": ckpt} this run reuses from other run folders
+
+    def sources(self, run_dir: Path | None = None) -> dict[str, str]:
+        path = (run_dir or self.out) / self.SOURCES
+        return read_json(path) if path.exists() else {}
+
+    def record_source(self, kind: str, path: Path) -> None:
+        """Remember a reused input, so later stages in this folder (and runs given this folder's files)
+        find it without the command-line argument that named it."""
+        if rank_zero_only.rank == 0 and self.sources().get(kind) != str(path):
+            atomic_write_json(self.out / self.SOURCES, {**self.sources(), kind: str(path)})
+
+    def linked_runs(self) -> list[Path]:
+        """Run folders that `supernet_ckpt=` and `arch=` come from (their files sit in the run folder)."""
+        runs = []
+        if self.cfg.get("supernet_ckpt"):
+            runs.append(Path(str(self.cfg.supernet_ckpt)).expanduser().resolve().parent.parent)
+        if self.cfg.get("arch"):
+            runs.append(Path(str(self.cfg.arch)).expanduser().resolve().parent)
+        return [r for r in runs if r != self.out.resolve()]
+
+    def find_input(self, kind: str, relative: str, marker: str = "") -> Path | None:
+        """An input reused from elsewhere: as this folder recorded it, else `relative` in a linked run
+        folder, else what that folder reused itself. A candidate counts when `candidate/marker` exists."""
+        candidates = [self.sources().get(kind)]
+        for run_dir in self.linked_runs():
+            candidates += [run_dir / relative, self.sources(run_dir).get(kind)]
+        return next((Path(c) for c in candidates if c and (Path(c) / marker).exists()), None)
+
     def _find_baselines_dir(self) -> Path:
-        """This run's `baselines/`, unless only the run that `supernet_ckpt=` or `arch=` comes from has them:
-        a search or retrain started in a new folder reuses that run's single-task baselines (never retrains
-        or rewrites them)."""
+        """This run's `baselines/`, unless only the run that `supernet_ckpt=` or `arch=` comes from has them
+        (or the run that one reused them from): a search or retrain started in a new folder reuses those
+        single-task baselines (never retrains or rewrites them)."""
         own = self.out / "baselines"
         if (own / "baselines.json").exists() or self.cfg.baselines.source != "run":
             return own
-        sources = []
-        if self.cfg.get("supernet_ckpt"):
-            sources.append(Path(str(self.cfg.supernet_ckpt)).expanduser().resolve().parent.parent)
-        if self.cfg.get("arch"):
-            sources.append(Path(str(self.cfg.arch)).expanduser().resolve().parent)
-        for run_dir in sources:
-            if (run_dir / "baselines" / "baselines.json").exists() and run_dir != self.out.resolve():
-                self._announce(
-                    f"baselines: reusing {run_dir / 'baselines'} (the run the given files come from)"
-                )
-                return run_dir / "baselines"
-        return own
+        found = self.find_input("baselines", "baselines", marker="baselines.json")
+        if found is None or found.resolve() == own.resolve():
+            return own
+        self._announce(f"baselines: reusing {found} (the run the given files come from)")
+        self.record_source("baselines", found)
+        return found
 
     @property
     def _own_baselines(self) -> bool:
@@ -170,17 +228,27 @@ class Pipeline:
     def fit(self, unit: Unit, module: pl.LightningModule, max_epochs: int | None = None) -> dict[str, Any]:
         """Train `module` into `unit.dir` (skipped when done, resumed from last.ckpt when interrupted).
         Modules with a `monitor` also keep best.ckpt; the others (the supernet) keep last.ckpt only."""
-        done = unit.dir / "fit.json"
+        done, last = unit.dir / "fit.json", unit.dir / "last.ckpt"
         if done.exists():
+            info = read_json(done)
+            self._check_same_tasks(unit, info.get("tasks"), done)
             self._announce(f"{unit.name}: already trained ({done}), skipping")
-            return read_json(done)
+            return info
+        resumed_after = None
+        if last.exists():
+            state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+            self._check_same_tasks(unit, (state.get("hyper_parameters") or {}).get("tasks"), last)
+            resumed_after = int(state.get("epoch", 0)) + 1
+            del state
         monitor, mode = getattr(module, "monitor", (None, "min"))
         callbacks = checkpoint_callbacks(unit.dir, monitor, mode)
         logger = self._logger(unit)
         unused = getattr(module, "uses_weight_subsets", False)
         trainer = self._trainer(unit, callbacks, logger, max_epochs, unused_parameters=unused)
-        last = unit.dir / "last.ckpt"
-        self._announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
+        if resumed_after is not None:
+            self._announce(f"{unit.name}: resuming from {last} ({resumed_after} epoch(s) done)")
+        else:
+            self._announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
         started = time.perf_counter()
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
         best = callbacks[-1].best_model_path or str(last)
@@ -200,6 +268,16 @@ class Pipeline:
             f"val {_brief(info['val'])} ({info['best_ckpt']})"
         )
         return info
+
+    def _check_same_tasks(self, unit: Unit, trained: list[str] | None, path: Path) -> None:
+        """A run folder continued with other `tasks` must not mix models trained for different tasks."""
+        if trained is not None and sorted(trained) != sorted(unit.tasks):
+            raise ConfigError(
+                "tasks",
+                f"{path} was trained on tasks {list(trained)} but this run's tasks are {list(unit.tasks)}. "
+                f"Continue this run folder with tasks=[{','.join(trained)}], or start a new one "
+                "(a new hydra.run.dir) for these tasks.",
+            )
 
     def evaluate_stage(self) -> float | None:
         baselines = self.load_baselines(required=self.cfg.baselines.source == "run")
@@ -430,6 +508,16 @@ def _brief(val: dict[str, Any]) -> str:
         for task, metrics in val.items()
     ]
     return "; ".join(parts)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`: configs compared key by key."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -18,25 +18,31 @@ from pathlib import Path
 
 def export(ckpt: Path, arch_yaml: Path | None, out: Path, torchscript: bool = False) -> Path:
     import torch
-    import yaml
 
     from mtnas.errors import MtnasError
     from mtnas.lit.checkpoint import load_checkpoint
     from mtnas.space import ViTArch
 
     if arch_yaml is None:
-        module = load_checkpoint(ckpt, ("model",))
+        try:
+            module = load_checkpoint(ckpt, ("model",))
+        except MtnasError as err:
+            if "is a supernet checkpoint" not in str(err):
+                raise
+            raise MtnasError(
+                f"{err} A supernet holds many subnets: name one, e.g. the run's arch.yaml: "
+                f"mtnas-export {ckpt} ARCH_YAML {out}"
+            ) from None
         static = module.model.eval()
     else:
         module = load_checkpoint(ckpt, ("supernet",))
-        if not arch_yaml.is_file():
-            raise MtnasError(f"arch file {arch_yaml} does not exist.")
         try:
-            arch = ViTArch.from_dict(yaml.safe_load(arch_yaml.read_text()))
-        except Exception as err:  # noqa: BLE001 - any malformed arch file gets the same answer
-            raise MtnasError(f"{arch_yaml} is not an arch file (a run's arch.yaml): {err}") from None
-        if not module.space.contains(arch):
-            raise MtnasError(f"{arch_yaml} describes an arch outside the supernet's search space.")
+            arch = ViTArch.read(arch_yaml)
+        except MtnasError as err:
+            raise MtnasError(str(err).removeprefix("Config error at `arch`: ")) from None
+        why = module.space.why_outside(arch)
+        if why:
+            raise MtnasError(f"{arch_yaml} describes an arch outside the supernet's search space: {why}.")
         static = module.net.extract(arch).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

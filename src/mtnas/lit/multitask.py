@@ -207,10 +207,11 @@ def weighted_loss(tasks, weights: Mapping[str, float], preds, batch) -> tuple[Te
 
 
 def nested_metrics(flat: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:
-    """{"test/semseg/miou": x} -> {"semseg": {"miou": x}} for one prefix (the loss is dropped)."""
+    """{"test/semseg/miou": x} -> {"semseg": {"miou": x}} for one prefix (the loss is dropped); deeper keys
+    keep their middle: {"val/largest/semseg/miou": x} -> {"largest/semseg": {"miou": x}} (the supernet)."""
     out: dict[str, dict[str, float]] = {}
     for key, value in flat.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[0] == prefix:
-            out.setdefault(parts[1], {})[parts[2]] = float(value)
+        if len(parts) >= 3 and parts[0] == prefix:
+            out.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = float(value)
     return out

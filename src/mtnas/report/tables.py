@@ -110,15 +110,22 @@ def _arch_line(arch: Mapping[str, Any]) -> str:
 def search_summary(search: Mapping[str, Any]) -> list[str]:
     """Sentences about the search: how many subnets, the budget, the chosen arch and its searched score."""
     budget = ", ".join(f"{k}={v:g}" for k, v in search.get("budget", {}).items()) or "none"
-    lines = [
-        f"{_count(search['evaluated'], 'subnet')} evaluated (val Δm with inherited supernet weights); budget: {budget}."
-    ]
+    if search["evaluated"]:
+        lines = [
+            f"{_count(search['evaluated'], 'subnet')} evaluated (val Δm with inherited supernet weights); "
+            f"budget: {budget}."
+        ]
+    else:
+        lines = ["No search in this run folder."]
     if search.get("arch"):
-        chosen = f"Chosen arch (arch.yaml): {_arch_line(search['arch'])}"
         if search.get("searched"):
             s, c = search["searched"], search["searched"]["cost"]
-            chosen += f"; searched val Δm {s['delta_m']:+.2f} %, {c['params'] / 1e6:.3f} M params"
-        lines.append(chosen + ".")
+            lines.append(
+                f"Chosen arch (arch.yaml): {_arch_line(search['arch'])}; "
+                f"searched val Δm {s['delta_m']:+.2f} %, {c['params'] / 1e6:.3f} M params."
+            )
+        else:
+            lines.append(f"Arch ({search.get('arch_file', 'arch.yaml')}): {_arch_line(search['arch'])}.")
     return lines
 
 
@@ -144,6 +151,8 @@ def pareto_rows(search: Mapping[str, Any]) -> list[list[str]]:
 def search_markdown(search: Mapping[str, Any]) -> str:
     front = pareto_rows(search)
     lines = ["## Search", "", *search_summary(search), ""]
+    if not front:
+        return "\n".join(lines)
     lines += [
         f"Pareto front, val Δm vs params ({_count(len(front), 'subnet')}; all fronts in search/pareto.json):",
         "",
@@ -190,7 +199,8 @@ def print_results(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> None
             front.add_column(h, justify="right" if i < 3 else "left")
         for row in pareto_rows(search):
             front.add_row(*row)
-        console.print(front)
+        if front.row_count:
+            console.print(front)
         for line in search_summary(search):
             console.print(line)
     console.print(table)
