@@ -111,6 +111,7 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         res = run_cli([*NAS_TINY, f"hydra.run.dir={third}", *extra], tmp_path, cache_dir)
         assert res.returncode == 0, (extra, res.stderr[-3000:])
     assert not (fresh / "baselines").exists() and not (third / "baselines").exists()
+    assert (fresh / "pareto.png").is_file()  # the search alone plots its front
     assert json.loads((third / "sources.json").read_text()) == {
         "baselines": str(run_dir / "baselines"),
         "supernet": str(run_dir / "supernet/last.ckpt"),

@@ -275,6 +275,7 @@ class NAS:
                 "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
             )
             atomic_write_text(self.arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
+            self.plot_pareto()
         self.p._announce(
             f"search: {len(log)} subnets evaluated ({len(log) - already} new) in "
             f"{time.perf_counter() - started:.0f} s, "
@@ -346,7 +347,8 @@ class NAS:
             out["pareto"] = wandb.Image(str(self.p.out / "pareto.png"))
         return out
 
-    def plot_pareto(self, results: dict[str, Any]) -> None:
+    def plot_pareto(self, results: dict[str, Any] | None = None) -> None:
+        """`pareto.png`: after the search, and again after evaluation with the test Δm in the title."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -372,11 +374,14 @@ class NAS:
             color="C3",
             label=f"Pareto front ({len(front)})",
         )
-        mtl = results["models"]["multitask"]
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("params (M)")
         ax.set_ylabel("val Δm (%) with inherited weights")
-        ax.set_title(f"{results['experiment']}: chosen arch retrained, test Δm {mtl['delta_m']:+.2f} %")
+        if results:
+            mtl = results["models"]["multitask"]
+            ax.set_title(f"{results['experiment']}: chosen arch retrained, test Δm {mtl['delta_m']:+.2f} %")
+        else:
+            ax.set_title(f"{self.cfg.experiment_name}: search (val Δm with inherited weights)")
         ax.legend(loc="best")  # a fixed corner can hide a front point
         fig.tight_layout()
         tmp = self.p.out / ".pareto.png.tmp"
