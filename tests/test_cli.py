@@ -135,7 +135,8 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
     import torch
 
     run_dir = tmp_path / "run"
-    args = [*TINY, "stage=train", "trainer.limit_train_batches=1", f"hydra.run.dir={run_dir}"]
+    base = [*TINY, "trainer.limit_train_batches=1", f"hydra.run.dir={run_dir}"]
+    args = [*base, "stage=train"]
     env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     exe = Path(sys.executable).parent / "mtnas"
     proc = subprocess.Popen(
@@ -153,8 +154,10 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
     assert "Traceback" not in stderr
     assert "mtnas: interrupted" in (run_dir / "cli.log").read_text()
 
-    res = run_cli([*args, "tasks=[semseg,depth]"], tmp_path, cache_dir)
-    assert res.returncode == 2 and "Config error at `tasks`" in res.stderr and "last.ckpt" in res.stderr
+    for stage in ("train", "evaluate"):  # refused before any work, whichever stage
+        res = run_cli([*base, f"stage={stage}", "tasks=[semseg,depth]"], tmp_path, cache_dir)
+        assert res.returncode == 2 and "Config error at `tasks`" in res.stderr and "last.ckpt" in res.stderr
+        assert "Traceback" not in res.stderr
 
     done = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
     res = run_cli([*args, f"trainer.max_epochs={done + 1}"], tmp_path, cache_dir)
@@ -163,6 +166,6 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
     assert json.loads((run_dir / "train/fit.json").read_text())["epochs"] == done + 1
     # Each invocation's config is kept (Hydra rewrites .hydra/config.yaml), and a changed setting is said.
     history = sorted((run_dir / ".hydra/history").iterdir())
-    assert [p.name for p in history] == ["001", "002", "003"]
+    assert [p.name for p in history] == ["001", "002"]  # the refused reruns did nothing and are not kept
     assert "max_epochs=500" in (history[0] / "overrides.yaml").read_text()
     assert f"trainer.max_epochs: 500 → {done + 1}" in res.stderr and "not retrained" in res.stderr

@@ -193,9 +193,14 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         (["budget.params_max=1000"], "budget.params_max"),  # below the smallest arch
         # each bound inside the space, but no arch's (integer) param count lies between them
         (["budget.params_min=200000.1", "budget.params_max=200000.2"], "budget"),
+        # timm weights that are not there: before the baselines, not after them
+        (
+            ["supernet.timm_init={model: vit_tiny_patch16_224, checkpoint: /no/such/weights.pth}"],
+            "supernet.timm_init.checkpoint",
+        ),
     ],
 )
-def test_budget_no_arch_can_meet_fails_before_training(tmp_path, cache_dir, budget, key):
+def test_what_would_fail_after_training_fails_before_it(tmp_path, cache_dir, budget, key):
     res = run_cli([*NAS_TINY, *budget, f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir)
     assert res.returncode == 2
     assert f"Config error at `{key}`" in res.stderr and "Traceback" not in res.stderr

@@ -6,6 +6,7 @@ Nothing heavy is imported at module level, so `mtnas --help` answers without loa
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -59,9 +60,19 @@ class _InterruptWatch:
 
 
 def report_interrupt(out_dir: str) -> None:
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # one message per run, not one per process
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a sweep resumes job by job in the same sweep folder
+        again = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
+    else:
+        again = f"the same command with hydra.run.dir={out_dir}"
     message = (
         f"interrupted. Finished models, the last completed epoch and every evaluated subnet are kept in "
-        f"{out_dir}; to continue, rerun the same command with hydra.run.dir={out_dir}"
+        f"{out_dir}; to continue, rerun {again}"
     )
     print(f"\nmtnas: {message}\n", file=sys.stderr)
     _to_run_log(logging.WARNING, f"mtnas: {message}")

@@ -49,7 +49,11 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg, "stage", STAGES)
     seed = OmegaConf.select(cfg, "seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    try:  # an int, or an int-like string (seed=${oc.env:SEED})
+        ok = not isinstance(seed, bool | float) and str(int(seed)) == str(seed).strip()
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ConfigError("seed", f"got {seed!r}; expected an integer.")
     from mtnas.data.formats import FORMATS
 
@@ -196,9 +200,6 @@ def _validate_nas(cfg: DictConfig, tasks: list[str]) -> None:
                 f"got {timm_init!r}; expected a mapping with `model` and `checkpoint`, e.g. {example} "
                 "(on the command line inside quotes: unquoted, the shell splits {a,b} into two arguments).",
             )
-        weights = Path(str(timm_init.checkpoint)).expanduser()
-        if not weights.is_file():
-            raise ConfigError("supernet.timm_init.checkpoint", f"weights file {weights} does not exist.")
     for key in ("arch", "supernet_ckpt"):
         value = cfg.get(key)
         if value is not None and not Path(str(value)).expanduser().is_file():

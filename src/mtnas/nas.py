@@ -119,14 +119,25 @@ class NAS:
             measure,
         )
 
-    def check_budget(self) -> None:
+    def check_before_training(self, plan: tuple[str, ...]) -> None:
+        """What would otherwise fail only after hours of training: a budget no arch of the space meets,
+        timm weights that are not there."""
+        self.check_budget(probe="search" in plan)
+        spec = self.cfg.supernet.get("timm_init")
+        if spec and "supernet" in plan and not (self.supernet_dir / "last.ckpt").exists():
+            weights = Path(str(spec.checkpoint)).expanduser()
+            if not weights.is_file():
+                raise ConfigError("supernet.timm_init.checkpoint", f"weights file {weights} does not exist.")
+
+    def check_budget(self, probe: bool = True) -> None:
         h, w = self.p.dm.image_size
         if h % self.patch_size or w % self.patch_size:
             raise ConfigError("supernet.patch_size", f"{self.patch_size} must divide the image size {h}×{w}.")
         self.budget.check_feasible(
             self.cost(self.space.smallest()), self.cost(self.space.largest(task_specific=True))
         )
-        if self.budget.is_limited and not self.budget.limits_latency:
+        searched = (self.search_dir / "population.jsonl").exists() or self.arch_path.exists()
+        if probe and not searched and self.budget.is_limited and not self.budget.limits_latency:
             # Each bound alone may be inside the space while the window they make holds no arch: the search
             # would find nothing. Analytic cost is cheap, so look (measured latency is too slow to look).
             rng, tries = random.Random(int(self.cfg.seed)), 2000
@@ -168,20 +179,33 @@ class NAS:
             module = load_checkpoint(self.cfg.supernet_ckpt, ("supernet",), "supernet_ckpt", self.p.tasks)
             self.p.record_source("supernet", Path(str(self.cfg.supernet_ckpt)).expanduser().resolve())
             return module
-        path = self.supernet_dir / "last.ckpt"
-        if not path.is_file():
-            # A folder that searched or retrained with supernet_ckpt= (or got arch= from one that did).
-            found = self.p.find_input("supernet", "supernet/last.ckpt")
-            if found is None:
-                raise MtnasError(
-                    f"supernet checkpoint {path} does not exist: train it first (stage=supernet or stage=all), "
-                    "pass supernet_ckpt=/path/to/supernet/last.ckpt, or retrain from scratch with "
-                    "retrain.init=scratch."
-                )
-            self.p._announce(f"supernet: using {found} (the run the given files come from)")
-            self.p.record_source("supernet", found.resolve())
-            path = found
+        own = self.supernet_dir / "last.ckpt"
+        # This folder's supernet, else the one it (or the run arch= comes from) searched with supernet_ckpt=.
+        for run_dir in [self.p.out, *self.p.linked_runs()]:
+            path = self._supernet_of(run_dir)
+            if path is not None:
+                break
+        else:
+            raise MtnasError(
+                f"supernet checkpoint {own} does not exist: train it first (stage=supernet or stage=all), "
+                "pass supernet_ckpt=/path/to/supernet/last.ckpt, or retrain from scratch with "
+                "retrain.init=scratch."
+            )
+        if path != own:
+            self.p._announce(f"supernet: using {path} (from another run folder; recorded in sources.json)")
+            self.p.record_source("supernet", path)
         return load_checkpoint(path, ("supernet",), tasks=self.p.tasks)
+
+    def _supernet_of(self, run_dir: Path) -> Path | None:
+        """A run folder's supernet: its own when trained to the end, else the one it recorded reusing,
+        else its own partly trained one."""
+        own = run_dir / "supernet" / "last.ckpt"
+        recorded = self.p.sources(run_dir).get("supernet")
+        if own.is_file() and (run_dir / "supernet" / "fit.json").exists():
+            return own
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        return own if own.is_file() else None
 
     # -- stages -----------------------------------------------------------------------------------------
     def train_supernet(self, baselines_val) -> dict[str, Any]:
@@ -308,7 +332,10 @@ class NAS:
         pareto = self.search_dir / "pareto.json"
         # What was evaluated: the retrained model's record first, else what a retrain would train.
         trained = self.p.mtl_unit.dir / "arch.yaml"
-        candidates = [trained, Path(self.cfg.arch) if self.cfg.get("arch") else self.arch_path]
+        candidates = [
+            trained,
+            Path(str(self.cfg.arch)).expanduser() if self.cfg.get("arch") else self.arch_path,
+        ]
         arch_file = next((f for f in candidates if f.exists()), None)
         log = PopulationLog(self.search_dir / "population.jsonl")
         arch = self.load_arch(arch_file).to_dict() if arch_file else None

@@ -85,13 +85,14 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------------
     def run(self) -> float | None:
-        self._keep_config_history()
         pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
+        plan = stage_plan(self.cfg.stage, self.nas)
+        self._check_trained_tasks()  # a folder continued with other tasks: refused before any work
         self.dm.prepare_data()
         self.dm.setup()  # reads every split's layout and first sample: bad data fails before training
-        plan = stage_plan(self.cfg.stage, self.nas)
         if self.nas:
-            self.nas_stages.check_budget()  # a budget no arch can meet fails before any training
+            self.nas_stages.check_before_training(plan)  # budget, timm weights
+        self._keep_config_history()  # after the checks: an invocation refused there did nothing
         baselines = None
         if "baselines" in plan:
             baselines = self.baselines_stage()
@@ -163,7 +164,10 @@ class Pipeline:
         if self.cfg.get("supernet_ckpt"):
             runs.append(Path(str(self.cfg.supernet_ckpt)).expanduser().resolve().parent.parent)
         if self.cfg.get("arch"):
-            runs.append(Path(str(self.cfg.arch)).expanduser().resolve().parent)
+            arch_dir = Path(str(self.cfg.arch)).expanduser().resolve().parent
+            runs.append(
+                arch_dir.parent if arch_dir.name == "retrain" else arch_dir
+            )  # a run's retrain/arch.yaml
         return [r for r in runs if r != self.out.resolve()]
 
     def find_input(self, kind: str, relative: str, marker: str = "") -> Path | None:
@@ -184,7 +188,7 @@ class Pipeline:
         found = self.find_input("baselines", "baselines", marker="baselines.json")
         if found is None or found.resolve() == own.resolve():
             return own
-        self._announce(f"baselines: reusing {found} (the run the given files come from)")
+        self._announce(f"baselines: reusing {found} (from another run folder; recorded in sources.json)")
         self.record_source("baselines", found)
         return found
 
@@ -268,6 +272,17 @@ class Pipeline:
             f"val {_brief(info['val'])} ({info['best_ckpt']})"
         )
         return info
+
+    def _check_trained_tasks(self) -> None:
+        """The multi-task model (and supernet) already in this folder must be for this run's tasks."""
+        dirs = [self.mtl_unit.dir] + ([self.nas_stages.supernet_dir] if self.nas else [])
+        for d in dirs:
+            if (d / "fit.json").exists():
+                self._check_same_tasks(self.mtl_unit, read_json(d / "fit.json").get("tasks"), d / "fit.json")
+            elif (d / "last.ckpt").exists():
+                state = torch.load(d / "last.ckpt", map_location="cpu", weights_only=False, mmap=True)
+                tasks = (state.get("hyper_parameters") or {}).get("tasks")
+                self._check_same_tasks(self.mtl_unit, tasks, d / "last.ckpt")
 
     def _check_same_tasks(self, unit: Unit, trained: list[str] | None, path: Path) -> None:
         """A run folder continued with other `tasks` must not mix models trained for different tasks."""
