@@ -87,3 +87,19 @@ def dataset_run_args(
         "data.num_workers=0",
         f"hydra.run.dir={run_dir}",
     ]
+
+
+def assert_onnx_matches(path: Path, model, tasks: list[str], image_size: tuple[int, int]) -> None:
+    """The ONNX file `mtnas-export --onnx` wrote runs in onnxruntime on a batch of 3 (it was traced on 2)
+    and gives `model`'s outputs, one per task, named after it."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == tasks
+    x = torch.rand(3, 3, *image_size)
+    got = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = model.eval()(x)
+    for name, value in zip(tasks, got, strict=True):
+        torch.testing.assert_close(torch.from_numpy(value), want[name], rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.lit.checkpoint import load_checkpoint
-from mtnas.pipeline import checkpoint_callbacks
+from mtnas.run import checkpoint_callbacks
 
 
 class _Tiny(pl.LightningModule):
@@ -94,3 +94,42 @@ def test_wrong_files_given_as_checkpoints_are_named_in_one_paragraph(tmp_path):
     # ... and one trained on other tasks names both task lists.
     with pytest.raises(ConfigError, match=r"trained on tasks \['semseg', 'depth'\].*\['semseg', 'normal'\]"):
         load_checkpoint(supernet, ("supernet",), "supernet_ckpt", tasks=["semseg", "normal"])
+
+
+def test_checkpoints_of_the_previous_version_load(tmp_path):
+    """Before model and space specs had `_target_`, checkpoints stored a ViT subnet as `{arch, patch_size,
+    head_dim}`, a timm model as `{backbone, head, min_reduction}` and a supernet's space with `name: vit`: they
+    still load (evaluation and export of older run folders), as the same models."""
+    from mtnas.lit.multitask import MultiTaskLitModule
+    from mtnas.lit.supernet import SupernetLitModule
+    from mtnas.space import ViTSpace
+
+    available = {"semseg": {"type": "semseg", "num_classes": 5}, "depth": {"type": "depth"}}
+    old_space = {
+        "name": "vit",
+        "embed_dims": [16],
+        "depths": [3],
+        "num_heads": [2],
+        "mlp_ratios": [2.0],
+        "head_hidden": [8],
+    }
+    common = {"optim": {"lr": 1e-3}, "loss": {}, "image_size": (32, 32)}
+    sup = SupernetLitModule(["semseg", "depth"], available, old_space, {"patch_size": 8}, **common)
+    assert isinstance(sup.space, ViTSpace)
+    arch = sup.space.largest()
+    old_models = [
+        {"arch": arch.to_dict(), "patch_size": 8, "head_dim": 8},
+        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 8}, "min_reduction": 4},
+    ]
+    for i, model in enumerate(old_models):
+        module = MultiTaskLitModule(["semseg", "depth"], available, model, **common)
+        trainer = pl.Trainer(
+            max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+        trainer.strategy.connect(module)
+        trainer.save_checkpoint(tmp_path / f"old{i}.ckpt")
+        loaded = load_checkpoint(tmp_path / f"old{i}.ckpt", ("model",))
+        x = torch.rand(1, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.model.eval()(x)["depth"], module.model.eval()(x)["depth"])
+        assert loaded.hparams.model == model  # stored as it was; read as its spec

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, assert_onnx_matches, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +90,17 @@ def test_end_to_end_then_resume(tmp_path, cache_dir):
         "Run folder",
     ):
         assert line in log, line
+
+    # The hard-sharing model exports to ONNX (its checkpoint holds its model spec: nothing else is needed).
+    from mtnas.lit.checkpoint import load_checkpoint
+
+    onnx = tmp_path / "model.onnx"
+    res_x = run_cli(
+        ["--onnx", str(run_dir / "train/best.ckpt"), str(onnx)], tmp_path, cache_dir, prog="mtnas-export"
+    )
+    assert res_x.returncode == 0, res_x.stderr[-2000:]
+    model = load_checkpoint(run_dir / "train/best.ckpt", ("model",)).model
+    assert_onnx_matches(onnx, model, ["semseg", "depth"], (64, 64))
 
     # Rerunning the same command in the same folder trains nothing again ...
     fit_mtime = (run_dir / "train" / "fit.json").stat().st_mtime_ns

@@ -18,7 +18,7 @@ from .conftest import compose_cfg
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 GROUPS = {
     g: sorted(p.stem for p in (Path(config_dir()) / g).glob("*.yaml"))
-    for g in ("data", "model", "trainer", "logger")
+    for g in ("data", "model", "trainer", "logger", "method", "space", "search", "budget")
 }
 
 
@@ -30,7 +30,13 @@ def test_every_experiment_composes_and_validates(name, tmp_path, monkeypatch):
     if cfg.data.name == "synthetic":
         cfg.data.root = None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GPU recipes are valid on GPU machines
-    validate(cfg)
+    method = validate(cfg)
+    if method.stages != ("train",):  # a searching recipe runs with every strategy (its others' keys ignored)
+        for strategy in ("nsga2", "random"):
+            other = compose_cfg([f"+experiment={name}", f"data.root={tmp_path}", f"search={strategy}"])
+            if other.data.name == "synthetic":
+                other.data.root = None
+            assert validate(other).strategy.name == strategy
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
@@ -48,6 +54,38 @@ def test_every_group_option_composes(group, option, tmp_path):
     cfg = compose_cfg([f"{group}={option}", f"data.root={tmp_path}"])
     assert cfg[group] is not None
     OmegaConf.to_container(cfg[group], resolve=True)
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in ("model", "space", "search", "method", "budget") for o in GROUPS[g]]
+)
+def test_every_spec_config_instantiates(group, option):
+    """Every `_target_` config builds its object (models with the run's tasks and image size)."""
+    from mtnas.lit.multitask import build_model
+    from mtnas.methods.base import Method, build_method
+    from mtnas.search.budget import Budget
+    from mtnas.search.problem import Strategy
+    from mtnas.space import build_space
+    from mtnas.tasks import build_tasks
+    from mtnas.utils.specs import instantiate_spec
+
+    space = [] if group == "space" or option == "static" else ["space=vit_demo"]
+    cfg = compose_cfg([f"{group}={option}", *space])
+    tasks = build_tasks(list(cfg.tasks), OmegaConf.to_container(cfg.data.available_tasks))
+    if group == "model":
+        out = build_model(cfg.model, tasks, (64, 64))(torch.zeros(1, 3, 64, 64))
+        assert {t: v.shape[1] for t, v in out.items()} == {t: task.out_channels for t, task in tasks.items()}
+    elif group == "space":
+        built = build_space(cfg.space, list(tasks))
+        assert built.contains(built.largest(task_specific=True)) and built.contains(built.smallest())
+        assert cfg.method._target_.endswith("OneShotMethod")  # a ViT space selects the one-shot method
+    elif group == "search":
+        assert isinstance(instantiate_spec(cfg.search, "search"), Strategy)
+    elif group == "method":
+        method = build_method(cfg)
+        assert isinstance(method, Method) and method.name == option
+    else:
+        Budget.from_config(OmegaConf.to_container(cfg.budget))
 
 
 @pytest.mark.parametrize(
@@ -113,10 +151,10 @@ def test_config_baselines_are_accepted_when_complete():
 def test_arch_and_supernet_ckpt_files_are_checked_before_any_work(tmp_path):
     """A README given as arch=, a binary file, an arch with a value outside the space, or a YAML file as
     supernet_ckpt=: one paragraph naming the key, the file and the field, not a YAML/pickle traceback."""
-    from mtnas.space import ViTSpace
+    from mtnas.space import build_space
 
     cfg = compose_cfg(["space=vit_demo"])
-    space = ViTSpace.from_config(OmegaConf.to_container(cfg.space), list(cfg.tasks))
+    space = build_space(cfg.space, list(cfg.tasks))
     good = space.smallest().to_dict()
     (tmp_path / "README.md").write_text("# Title\n*emphasis* and `code`\n")
     (tmp_path / "model.ckpt").write_bytes(bytes(range(128, 256)))

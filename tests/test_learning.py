@@ -63,7 +63,7 @@ def test_multitask_training_beats_constant_predictors(tmp_path, cache_dir):
 
     from mtnas.pipeline import Pipeline
 
-    p = Pipeline(cfg)
+    p = Pipeline(cfg).run
     p.dm.setup("fit")
     const = _constant_predictor_metrics(p.dm, p.task_objs)
     assert val["semseg"]["miou"] > 1.5 * const["semseg"]["miou"], (val, const)

@@ -7,6 +7,7 @@ from mtnas.errors import ConfigError
 from mtnas.lit.multitask import MultiTaskLitModule
 from mtnas.nn import build_multitask_net
 from mtnas.search.cost import count_flops, count_params
+from mtnas.tasks import build_tasks
 
 TASKS = {
     "semseg": {"type": "semseg", "num_classes": 5, "source": "label"},
@@ -14,31 +15,32 @@ TASKS = {
 }
 
 
+def net(backbone: str, tasks: list[str], size=(64, 96), available=TASKS):
+    """The static model spec's target, as `conf/model/*.yaml` builds it, on the given tasks."""
+    return build_multitask_net({"name": backbone}, build_tasks(tasks, available), size, head={"hidden": 16})
+
+
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])
 def test_cnn_and_vit_backbones_give_full_resolution_outputs(backbone):
-    net = build_multitask_net(
-        {"backbone": {"name": backbone}, "head": {"hidden": 16}}, {"semseg": 5, "depth": 1}, (64, 96)
-    )
-    out = net(torch.randn(2, 3, 64, 96))
+    out = net(backbone, ["semseg", "depth"])(torch.randn(2, 3, 64, 96))
     assert out["semseg"].shape == (2, 5, 64, 96)
     assert out["depth"].shape == (2, 1, 64, 96)
 
 
 def test_image_level_tasks_get_pooled_heads_and_skip_loss_resampling():
     from mtnas.lit.multitask import loss_targets
-    from mtnas.tasks import build_tasks, image_level
+    from mtnas.tasks import image_level
 
-    net = build_multitask_net(
-        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}},
-        {"depth": 1, "scene": 7},
-        (64, 96),
-        image_level={"scene"},
+    model = net(
+        "test_resnet",
+        ["depth", "scene"],
+        available={"depth": TASKS["depth"], "scene": {"type": "classification", "num_classes": 7}},
     )
     x = torch.randn(2, 3, 64, 96)
-    out = net(x)
+    out = model(x)
     assert out["depth"].shape == (2, 1, 64, 96) and out["scene"].shape == (2, 7)
     # pooled before the 1×1 prediction == the dense logits averaged over the head's grid
-    head, feats = net.heads["scene"], [net.backbone(x)[i] for i in net.levels]
+    head, feats = model.heads["scene"], [model.backbone(x)[i] for i in model.levels]
     head.pooled = False
     dense = head(feats, feats[0].shape[-2:])
     head.pooled = True
@@ -54,12 +56,10 @@ def test_image_level_tasks_get_pooled_heads_and_skip_loss_resampling():
 
 
 def test_cost_counts_params_and_flops():
-    net = build_multitask_net(
-        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"depth": 1}, (64, 64)
-    )
-    n = count_params(net)
-    assert n == sum(p.numel() for p in net.parameters()) > 0
-    f1, f2 = count_flops(net, (64, 64)), count_flops(net, (128, 128))
+    model = net("test_resnet", ["depth"], (64, 64))
+    n = count_params(model)
+    assert n == sum(p.numel() for p in model.parameters()) > 0
+    f1, f2 = count_flops(model, (64, 64)), count_flops(model, (128, 128))
     assert f1 > 2 * n  # at least one multiply-add per weight
     assert 3.5 < f2 / f1 < 4.5  # a conv net's FLOPs grow with the pixel count
 
@@ -104,7 +104,7 @@ def test_fixed_weights_and_checkpoint_monitor():
 
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="model.backbone.name"):
-        build_multitask_net({"backbone": {"name": "nope_net"}}, {"depth": 1}, (32, 32))
+        net("nope_net", ["depth"], (32, 32))
 
 
 def test_warmup_cosine_schedule_shape():
@@ -118,7 +118,6 @@ def test_warmup_cosine_schedule_shape():
 
 def test_loss_stride_predicts_and_scores_at_the_reduced_size():
     from mtnas.lit.multitask import loss_targets
-    from mtnas.tasks import build_tasks
 
     tasks = build_tasks(
         ["semseg", "depth", "edge"],
@@ -140,7 +139,5 @@ def test_loss_stride_predicts_and_scores_at_the_reduced_size():
     assert t["edge"][0, 0, 1, 2] == 1 and t["edge"][0, 0, 3, 3] == 255 and t["edge"].sum() == 1 + 255
     assert set(t["depth"].flatten().tolist()) <= set(depth.flatten().tolist())  # no blending
 
-    net = build_multitask_net(
-        {"backbone": {"name": "test_resnet"}, "head": {"hidden": 16}}, {"semseg": 5, "depth": 1}, (64, 96)
-    )
-    assert net(torch.randn(2, 3, 64, 96), (16, 24))["semseg"].shape == (2, 5, 16, 24)
+    model = net("test_resnet", ["semseg", "depth"])
+    assert model(torch.randn(2, 3, 64, 96), (16, 24))["semseg"].shape == (2, 5, 16, 24)

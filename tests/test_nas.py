@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, assert_onnx_matches, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,13 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     )
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     fronts = json.loads((run_dir / "search/pareto.json").read_text())
-    assert set(fronts) == {"params", "flops", "latency_ms"}
+    assert set(fronts) == {
+        *("params", "flops", "latency_ms"),  # Δm against each measured cost
+        *("objectives", "front", "hypervolume", "hypervolume_reference"),  # the search's own objectives
+    }
+    assert fronts["objectives"] == ["params"] and fronts["front"] == fronts["params"]
+    assert 0 < fronts["hypervolume"] == results["search"]["hypervolume"]
+    assert f"{fronts['hypervolume']:.4f}" in report
     assert all(r["cost"]["latency_ms"] > 0 for r in population)
     front = fronts["params"]
     assert {json.dumps(r["arch"], sort_keys=True) for r in front} <= {
@@ -169,6 +175,21 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         got = model(x)
     torch.testing.assert_close(got["depth"], ref["depth"])
 
+    # ... and as an ONNX graph that onnxruntime runs at any batch size, reproducing the subnet.
+    res = run_cli(
+        [
+            "--onnx",
+            str(run_dir / "supernet/last.ckpt"),
+            str(run_dir / "arch.yaml"),
+            str(tmp_path / "subnet.onnx"),
+        ],
+        tmp_path,
+        cache_dir,
+        prog="mtnas-export",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert_onnx_matches(tmp_path / "subnet.onnx", model, ["semseg", "depth"], (64, 64))
+
     # The retrained subnet exports as it is; paths in the wrong order get a one-line answer.
     from mtnas.export.cli import main as export_main
 
@@ -223,3 +244,33 @@ def test_a_zero_baseline_metric_stops_before_the_supernet_and_names_the_fix(tmp_
     assert "`semseg/miou` is 0" in res.stderr
     assert "++data.available_tasks.semseg.delta_m_metrics=[pixel_acc]" in res.stderr
     assert not (run_dir / "supernet").exists()  # stopped before any supernet training
+
+
+def test_nsga2_searches_params_and_flops_and_picks_the_knee(tmp_path, cache_dir):
+    """`search=nsga2` on the demo recipe (whose evolution settings it ignores, saying so): the front over Δm,
+    params and FLOPs in pareto.json with its hypervolume, and `search.select=knee` picks a front member."""
+    run_dir = tmp_path / "run"
+    args = [
+        *NAS_TINY,
+        "search=nsga2",
+        "search.population=6",
+        "search.generations=2",
+        "search.objectives=[params,flops]",
+        "search.select=knee",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = run_cli([*args, "stage=baselines"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (
+        "`search.mutations`, `search.top_k` are not settings of mtnas.search.nsga2.NSGA2Search" in res.stderr
+    )
+    for stage in ("supernet", "search"):
+        res = run_cli([*args, f"stage={stage}"], tmp_path, cache_dir)
+        assert res.returncode == 0, res.stderr[-3000:]
+    fronts = json.loads((run_dir / "search/pareto.json").read_text())
+    population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
+    assert 6 <= len(population) <= 12 and fronts["objectives"] == ["params", "flops"]
+    assert fronts["hypervolume"] > 0
+    chosen = yaml.safe_load((run_dir / "arch.yaml").read_text())
+    assert chosen in [r["arch"] for r in fronts["params"]]
+    assert "(knee of the front)" in (run_dir / "arch.yaml").read_text()

@@ -1,15 +1,19 @@
-"""Search under a budget on a known fitness: stays in budget, is seeded, resumes without re-evaluating."""
+"""Search under a budget on a known fitness: stays in budget, is seeded, resumes without re-evaluating;
+NSGA-II recovers a known front; hypervolume and the selection rules."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pytest
 
 from mtnas.errors import ConfigError
 from mtnas.search.budget import Budget
-from mtnas.search.evolution import EvolutionConfig, EvolutionSearch, RandomSearch
-from mtnas.search.population import PopulationLog, pareto_front
+from mtnas.search.evolution import EvolutionSearch, RandomSearch
+from mtnas.search.pareto import pareto_front
+from mtnas.search.population import PopulationLog
+from mtnas.search.problem import Problem
 from mtnas.space import ViTSpace
 
 SPACE = ViTSpace(
@@ -51,8 +55,8 @@ class Fitness:
 def run_evolution(tmp_path, budget, seed=0, gens=4, fitness=None):
     fitness = fitness or Fitness()
     log = PopulationLog(tmp_path / "population.jsonl")
-    s = EvolutionSearch(SPACE, cost, budget, fitness, log, random.Random(seed))
-    s.run(EvolutionConfig(population=12, top_k=4, mutations=6, crossovers=6, generations=gens))
+    problem = Problem(SPACE, fitness, cost, budget, log, random.Random(seed))
+    EvolutionSearch(population=12, top_k=4, mutations=6, crossovers=6, generations=gens).run(problem)
     return log, fitness
 
 
@@ -62,10 +66,9 @@ def test_evolution_respects_budget_and_improves(tmp_path):
     recs = list(log.records.values())
     assert all(budget.satisfied(r["cost"]) for r in recs)
     best = max(r["delta_m"] for r in recs)
-    rand = RandomSearch(
-        SPACE, cost, budget, Fitness(), PopulationLog(tmp_path / "r.jsonl"), random.Random(0)
-    ).run(12)
-    assert best >= max(r["delta_m"] for r in rand)
+    rand_log = PopulationLog(tmp_path / "r.jsonl")
+    RandomSearch(num_candidates=12).run(Problem(SPACE, Fitness(), cost, budget, rand_log, random.Random(0)))
+    assert best >= max(r["delta_m"] for r in rand_log.records.values())
     assert len(fitness.evaluated) == len(
         {str(sorted(d.items(), key=str)) for d in fitness.evaluated}
     )  # never twice
@@ -134,9 +137,9 @@ def test_a_budget_window_no_arch_falls_in_is_a_clear_error(tmp_path):
     x = cost(SPACE.sample(random.Random(0)))["params"]
     budget = Budget(params_min=x + 0.1, params_max=x + 0.2)
     log = PopulationLog(tmp_path / "population.jsonl")
-    search = EvolutionSearch(SPACE, cost, budget, Fitness(), log, random.Random(0), max_tries=20)
+    problem = Problem(SPACE, Fitness(), cost, budget, log, random.Random(0), max_tries=20)
     with pytest.raises(MtnasError, match="no arch within the budget"):
-        search.run(EvolutionConfig(population=4, top_k=2, mutations=2, crossovers=2, generations=2))
+        EvolutionSearch(population=4, top_k=2, mutations=2, crossovers=2, generations=2).run(problem)
 
 
 def test_latency_budget_and_cached_measurements(tmp_path):
@@ -164,3 +167,111 @@ def test_latency_budget_and_cached_measurements(tmp_path):
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
     assert measure_latency(net, (32, 32), repeats=3) > 0 and net.training  # mode restored
+
+
+@dataclass(frozen=True)
+class Point:
+    """A toy arch: two integer genes."""
+
+    a: int
+    b: int
+
+    def to_dict(self):
+        return {"a": self.a, "b": self.b}
+
+
+class GridSpace:
+    """Archs (a, b) on a 0..40 grid, with the operators a strategy uses."""
+
+    N = 40
+
+    def sample(self, rng):
+        return Point(rng.randint(0, self.N), rng.randint(0, self.N))
+
+    def mutate(self, p, rng):
+        clip = lambda v: min(self.N, max(0, v))  # noqa: E731
+        if rng.random() < 0.5:
+            return Point(clip(p.a + rng.choice((-3, -2, -1, 1, 2, 3))), p.b)
+        return Point(p.a, clip(p.b + rng.choice((-3, -2, -1, 1, 2, 3))))
+
+    def crossover(self, p, q, rng):
+        return Point(rng.choice((p.a, q.a)), rng.choice((p.b, q.b)))
+
+
+def toy_cost(p):
+    return {"params": p.a + 1, "flops": 2 * (p.a + 1)}
+
+
+def toy_fitness(points):
+    # Δm grows with cost (a) and peaks at b = 20: the true front is b = 20 for every a (41 points).
+    return [{"delta_m": 10 * p.a**0.5 - (p.b - 20) ** 2, "metrics": {}} for p in points]
+
+
+def test_nsga2_recovers_a_known_front(tmp_path):
+    from mtnas.search.nsga2 import NSGA2Search
+    from mtnas.search.pareto import non_dominated
+
+    log = PopulationLog(tmp_path / "population.jsonl")
+    problem = Problem(GridSpace(), toy_fitness, toy_cost, Budget(), log, random.Random(0))
+    NSGA2Search(population=40, generations=25).run(problem)
+    true_front = {(a, 20) for a in range(GridSpace.N + 1)}
+    found = {(r["arch"]["a"], r["arch"]["b"]) for r in non_dominated(list(log.records.values()), ["params"])}
+    assert found <= true_front  # nothing dominated is reported as the front
+    assert len(found) >= 0.9 * len(true_front), sorted(true_front - found)
+    assert len(log) < (GridSpace.N + 1) ** 2 / 2  # it searched: far fewer evaluations than the grid
+
+    # The same seed gives the same search; a resumed search evaluates nothing again.
+    again = PopulationLog(tmp_path / "population.jsonl")
+    evaluated = []
+    NSGA2Search(population=40, generations=25).run(
+        Problem(
+            GridSpace(),
+            lambda ps: evaluated.extend(ps) or toy_fitness(ps),
+            toy_cost,
+            Budget(),
+            again,
+            random.Random(0),
+        )
+    )
+    assert evaluated == [] and list(again.records) == list(log.records)
+
+
+@pytest.mark.parametrize(
+    "given,key",
+    [
+        ({"population": 1}, "search.population"),
+        ({"crossover_prob": 1.5}, "search.crossover_prob"),
+        ({"objectives": ["params", "memory"]}, "search.objectives"),
+        ({"objectives": "params"}, "search.objectives"),
+        ({"select": "median"}, "search.select"),
+        ({"val_batches": 0}, "search.val_batches"),
+    ],
+)
+def test_strategy_settings_are_checked_with_their_key(given, key):
+    from mtnas.search.nsga2 import NSGA2Search
+
+    with pytest.raises(ConfigError) as e:
+        NSGA2Search(**given)
+    assert e.value.key == key
+
+
+def test_hypervolume_knee_and_selection():
+    from mtnas.search.pareto import hypervolume, knee, non_dominated, select
+
+    recs = [
+        {"arch": {"i": i}, "cost": {"params": p}, "delta_m": d}
+        for i, (p, d) in enumerate([(1, -50.0), (2, -20.0), (3, -10.0), (4, 0.0), (3.5, -30.0)])
+    ]
+    ref = {"params": 4.0}  # the largest arch: costs are scaled by it, the reference point is 1.1 × it
+    front = non_dominated(recs, ["params"])
+    assert [r["arch"]["i"] for r in front] == [0, 1, 2, 3]
+    # Staircase area against (Δm −100 %, 1.1 × 4 params) in (Δm/100, params/4) units:
+    xs, ys = [0.25, 0.5, 0.75, 1.0], [0.5, 0.2, 0.1, 0.0]  # cost fraction, −Δm/100
+    area = sum((nxt - x) * (1.0 - y) for x, nxt, y in zip(xs, [*xs[1:], 1.1], ys, strict=True))
+    assert hypervolume(recs, ["params"], ref) == pytest.approx(area)
+    assert hypervolume(recs[:1], ["params"], ref) < hypervolume(recs, ["params"], ref)
+    assert hypervolume([], ["params"], ref) == 0.0
+    # knee: with both axes scaled to [0, 1], the point farthest above the chord cheapest → best
+    assert knee(front, "params")["arch"]["i"] == 1
+    assert select(recs, "best", ["params"])["arch"]["i"] == 3
+    assert select(recs, "knee", ["params"])["arch"]["i"] == 1

@@ -9,7 +9,7 @@ import timm
 import torch
 import yaml
 
-from mtnas.search.cost import count_params, vit_arch_params
+from mtnas.search.cost import count_params
 from mtnas.space import ViTArch, ViTSpace
 from mtnas.supernet import ViTSupernet
 from mtnas.supernet.vit import feature_layers, mlp_hidden
@@ -109,9 +109,7 @@ def test_extracted_subnet_equals_supernet_for_random_archs(supernet):
         for t in TASKS:
             assert out[t].shape == (2, OUT[t], *IMG)
             torch.testing.assert_close(out[t], ref[t], rtol=1e-5, atol=1e-5)
-        assert count_params(static) == vit_arch_params(
-            arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim
-        )
+        assert count_params(static) == supernet.cost(arch)["params"]
 
 
 def test_task_specific_choice_changes_the_output(supernet):
@@ -178,7 +176,7 @@ def test_loads_timm_vit_and_reproduces_its_features():
 
 
 def test_from_arch_skeleton_takes_inherited_weights_and_flops_are_exact(supernet):
-    from mtnas.search.cost import count_flops, vit_arch_flops
+    from mtnas.search.cost import count_flops
     from mtnas.supernet import StaticMultiTaskViT
 
     space = supernet.space
@@ -190,13 +188,11 @@ def test_from_arch_skeleton_takes_inherited_weights_and_flops_are_exact(supernet
         x = torch.randn(1, 3, *IMG)
         with torch.no_grad():
             torch.testing.assert_close(skeleton(x)["depth"], extracted(x)["depth"])
-        assert count_flops(extracted, IMG) == vit_arch_flops(
-            arch, list(TASKS), OUT, supernet.grid, 8, space.head_dim
-        )
+        assert count_flops(extracted, IMG) == supernet.cost(arch)["flops"]
 
 
 def test_image_level_task_pooled_head_extracts_exactly_and_costs_are_exact():
-    from mtnas.search.cost import count_flops, vit_arch_flops
+    from mtnas.search.cost import count_flops
     from mtnas.supernet import StaticMultiTaskViT
 
     out = {"semseg": 5, "depth": 1, "scene": 11}
@@ -219,10 +215,8 @@ def test_image_level_task_pooled_head_extracts_exactly_and_costs_are_exact():
         assert got["scene"].shape == (2, 11) and got["depth"].shape == (2, 1, *IMG)
         for t in out:
             torch.testing.assert_close(got[t], want[t], rtol=1e-5, atol=1e-5)
-        assert count_params(sub) == vit_arch_params(arch, list(out), out, net.grid, 8, space.head_dim)
-        assert count_flops(sub, IMG) == vit_arch_flops(
-            arch, list(out), out, net.grid, 8, space.head_dim, image_level={"scene"}
-        )
+        assert count_params(sub) == net.cost(arch)["params"]
+        assert count_flops(sub, IMG) == net.cost(arch)["flops"]
         skeleton = StaticMultiTaskViT.from_arch(arch, out, IMG, 8, space.head_dim, image_level={"scene"})
         skeleton.load_state_dict(sub.state_dict())
         with torch.no_grad():
@@ -234,6 +228,7 @@ def test_sandwich_step_trains_largest_smallest_and_random_archs():
 
     available = {"semseg": {"type": "semseg", "num_classes": 5}, "depth": {"type": "depth"}}
     space = {
+        "_target_": "mtnas.space.vit.ViTSpace",
         "embed_dims": [24, 32],
         "depths": [3, 4],
         "num_heads": [2, 4],
@@ -301,9 +296,12 @@ def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
         f"supernet.timm_init={{model: vit_tiny_patch16_224, checkpoint: {weights}}}",
     ]
     cfg = compose_cfg(overrides, output_dir=tmp_path / "run")
-    nas = Pipeline(cfg).nas_stages
-    module = nas._supernet_module(None)
-    nas.init_from_timm(module)  # a 32×32 checkpoint into 64×64 inputs: timm resamples the position embedding
+    pipeline = Pipeline(cfg)
+    method, run = pipeline.method, pipeline.run
+    module = method.supernet_module(run)
+    method.init_from_timm(
+        run, module
+    )  # a 32×32 checkpoint into 64×64 inputs: timm resamples the position embedding
     torch.testing.assert_close(module.net.blocks[2].fc1.weight, vit.blocks[2].mlp.fc1.weight)
     torch.testing.assert_close(module.net.task_blocks["depth"]["1"].qkv.weight, vit.blocks[1].attn.qkv.weight)
     assert module.net.embed.pos_embed.shape[1] == 1 + 8 * 8
@@ -322,9 +320,9 @@ def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
         ).state_dict(),
         small,
     )
-    cfg.supernet.timm_init.checkpoint = str(small)
+    method.supernet["timm_init"]["checkpoint"] = str(small)
     with pytest.raises(ConfigError, match="supernet.timm_init"):
-        nas.init_from_timm(module)
+        method.init_from_timm(run, module)
 
 
 def test_compiled_block_variants_match_eager_one_graph_per_block_shape():

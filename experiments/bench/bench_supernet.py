@@ -17,9 +17,8 @@ import torch
 import yaml
 
 from mtnas.nn.elastic import ElasticDenseHead
-from mtnas.search.cost import vit_arch_flops
 from mtnas.search.evaluator import SubnetEvaluator
-from mtnas.space import ViTSpace
+from mtnas.space import ViTSpace, build_space
 from mtnas.supernet import ViTSupernet
 from mtnas.supernet.vit import feature_layers
 from mtnas.tasks import build_tasks
@@ -107,7 +106,7 @@ def main(
         )
     else:
         cfg = yaml.safe_load((CONF / "space" / f"{space}.yaml").read_text())
-        space = ViTSpace.from_config(cfg, tuple(TASKS))
+        space = build_space({k: v for k, v in cfg.items() if k != "defaults"}, tuple(TASKS))
     tasks = build_tasks(list(TASKS), TASKS)
     out = {t: task.out_channels for t, task in tasks.items()}
     sup = ViTSupernet(space, out, img, patch).to(dev)
@@ -151,9 +150,7 @@ def main(
             )
         )
     t_small = _time(step(sup, smallest), dev, repeats)
-    grid = (img[0] // patch, img[1] // patch)
-    f_l = vit_arch_flops(largest, list(TASKS), out, grid, patch, space.head_dim)
-    f_s = vit_arch_flops(smallest, list(TASKS), out, grid, patch, space.head_dim)
+    f_l, f_s = sup.cost(largest)["flops"], sup.cost(smallest)["flops"]
     rows.append(
         ("(b) smallest-arch step", t_small, f"{t_small / t_large:.2f}× of largest (FLOPs: {f_s / f_l:.2f}×)")
     )

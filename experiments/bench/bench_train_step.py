@@ -24,7 +24,11 @@ def _module(tasks, backbone, size):
     return MultiTaskLitModule(
         tasks,
         AVAILABLE,
-        {"backbone": {"name": backbone}, "head": {"hidden": 32}},
+        {
+            "_target_": "mtnas.nn.multitask.build_multitask_net",
+            "backbone": {"name": backbone},
+            "head": {"hidden": 32},
+        },
         {"lr": 1e-3},
         {"weighting": "fixed"},
         size,

@@ -84,10 +84,10 @@ def _run(cfg: DictConfig) -> float | None:
         try:
             from mtnas.config import validate
 
-            validate(cfg)
+            method = validate(cfg)
             from mtnas.pipeline import run
 
-            return run(cfg)
+            return run(cfg, method)
         except MtnasError as err:
             # A user's mistake: one paragraph naming the key or file, no traceback.
             report_error(err)

@@ -1,19 +1,23 @@
-"""Validation of a composed config before any work starts: one clear error naming the key."""
+"""Validation of a composed config before any work starts: one clear error naming the key.
+
+This module checks the global keys (stage-independent: data, tasks, loss, optim, trainer, logger, baselines);
+each method, space and search strategy checks its own section when it is built (`build_method`), which
+`validate` does last, so every bad value is refused before any work.
+"""
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from mtnas.errors import ConfigError, DataError
 
-STAGES = ("all", "baselines", "train", "supernet", "search", "retrain", "evaluate")
-NAS_STAGES = ("supernet", "search", "retrain")
-SEARCHERS = ("evolution", "random")
-RETRAIN_INITS = ("inherited", "scratch")
+if TYPE_CHECKING:
+    from mtnas.methods.base import Method
+
 LOGGERS = ("wandb", "csv", "none")
 WEIGHTINGS = ("fixed", "uncertainty")
 BASELINE_SOURCES = ("run", "config")
@@ -37,17 +41,11 @@ def _positive(cfg: DictConfig, key: str, kind: type = float) -> None:
         raise ConfigError(key, f"got {value!r}; expected a positive {kind.__name__}.")
 
 
-def _non_negative_int(cfg: DictConfig, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(key, f"got {value!r}; expected an integer ≥ 0.")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` / `DataError` for the first problem found."""
+def validate(cfg: DictConfig) -> Method:
+    """Raise `ConfigError` / `DataError` for the first problem found; else return the configured method
+    (built, so its own sections are checked too)."""
     from mtnas.tasks import TASK_TYPES  # imported here: `mtnas --help` must stay torch-free
 
-    _choice(cfg, "stage", STAGES)
     seed = OmegaConf.select(cfg, "seed")
     try:  # an int, or an int-like string (seed=${oc.env:SEED})
         ok = not isinstance(seed, bool | float) and str(int(seed)) == str(seed).strip()
@@ -115,18 +113,9 @@ def validate(cfg: DictConfig) -> None:
     if source == "config":
         _validate_config_baselines(cfg, tasks)
 
-    if cfg.get("space") is not None:
-        _validate_nas(cfg, tasks)
-    elif cfg.stage in NAS_STAGES:
-        raise ConfigError("stage", f"stage={cfg.stage} needs a search space: add e.g. `space=vit_demo`.")
+    from mtnas.methods.base import build_method
 
-    import timm
-
-    bb = OmegaConf.select(cfg, "model.backbone.name")
-    if bb not in timm.list_models():
-        raise ConfigError(
-            "model.backbone.name", f"{bb!r} is not a timm model name (see `timm.list_models()`)."
-        )
+    return build_method(cfg)
 
 
 def _validate_accelerator(cfg: DictConfig) -> None:
@@ -158,62 +147,3 @@ def _validate_config_baselines(cfg: DictConfig, tasks: list[str]) -> None:
                     f"with baselines.source=config every Δm metric needs a non-zero reference number "
                     f"(task {t} counts {list(task.delta_m_metrics)}); got {value!r}.",
                 )
-
-
-def _validate_nas(cfg: DictConfig, tasks: list[str]) -> None:
-    from mtnas.search.budget import Budget
-    from mtnas.space import ViTArch, ViTSpace
-
-    if cfg.stage == "train":
-        raise ConfigError(
-            "stage", "with a search space the multi-task model comes from stage=supernet/search/retrain."
-        )
-    if cfg.loss.weighting != "fixed":
-        raise ConfigError(
-            "loss.weighting", "the supernet trains with fixed task weights; use loss.weighting=fixed."
-        )
-    space = ViTSpace.from_config(OmegaConf.to_container(cfg.space, resolve=True), tasks)
-    Budget.from_config(OmegaConf.to_container(cfg.budget, resolve=True) if cfg.get("budget") else None)
-    searcher = _choice(cfg, "search.name", SEARCHERS)
-    if searcher == "evolution":
-        for key in ("population", "top_k", "generations"):
-            _positive(cfg, f"search.{key}", int)
-        for key in ("mutations", "crossovers"):
-            _non_negative_int(cfg, f"search.{key}")
-        if cfg.search.top_k > cfg.search.population:
-            raise ConfigError(
-                "search.top_k", f"{cfg.search.top_k} is more than search.population={cfg.search.population}."
-            )
-    else:
-        _positive(cfg, "search.num_candidates", int)
-    _choice(cfg, "retrain.init", RETRAIN_INITS)
-    _positive(cfg, "supernet.patch_size", int)
-    for key in ("supernet.max_epochs", "retrain.max_epochs", "search.val_batches"):
-        if OmegaConf.select(cfg, key) is not None:
-            _positive(cfg, key, int)
-    timm_init = OmegaConf.select(cfg, "supernet.timm_init")
-    if timm_init is not None:
-        example = "supernet.timm_init='{model: vit_small_patch16_224, checkpoint: /path/to/weights.pth}'"
-        if not OmegaConf.is_dict(timm_init) or not timm_init.get("model") or not timm_init.get("checkpoint"):
-            raise ConfigError(
-                "supernet.timm_init",
-                f"got {timm_init!r}; expected a mapping with `model` and `checkpoint`, e.g. {example} "
-                "(on the command line inside quotes: unquoted, the shell splits {a,b} into two arguments).",
-            )
-    for key in ("arch", "supernet_ckpt"):
-        value = cfg.get(key)
-        if value is not None and not Path(str(value)).expanduser().is_file():
-            raise ConfigError(key, f"file {value} does not exist.")
-    if cfg.get("arch") is not None:
-        why = space.why_outside(ViTArch.read(cfg.arch))
-        if why:
-            raise ConfigError(
-                "arch", f"{cfg.arch} describes an arch outside this run's search space (`space`): {why}."
-            )
-    ckpt = cfg.get("supernet_ckpt")
-    if ckpt is not None and not zipfile.is_zipfile(Path(str(ckpt)).expanduser()):
-        # torch.save writes a zip archive: anything else (a YAML, a log) is refused before any work.
-        raise ConfigError(
-            "supernet_ckpt",
-            f"{ckpt} is not a checkpoint; expected a supernet checkpoint (a run's supernet/last.ckpt).",
-        )

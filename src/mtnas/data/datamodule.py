@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from mtnas.data.files import FileDataset
 from mtnas.data.formats import build_dataset
 from mtnas.data.synthetic import SyntheticSpec, generate
 from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
 from mtnas.errors import ConfigError
+from mtnas.tasks import Task, build_tasks
 
 
 def generates_synthetic(data_cfg: Mapping[str, Any]) -> bool:
@@ -39,6 +41,15 @@ def image_size(data_cfg: Mapping[str, Any]) -> tuple[int, int]:
     return int(data_cfg["synthetic"]["height"]), int(data_cfg["synthetic"]["width"])
 
 
+def collate_samples(samples: list[dict[str, Any]], tasks: Mapping[str, Task]) -> dict[str, Any]:
+    """A batch from samples: each task's targets by its own `collate` (variable-length targets stay
+    lists), everything else (the image) stacked."""
+    return {
+        key: tasks[key].collate(values) if key in tasks else default_collate(values)
+        for key, values in ((k, [s[k] for s in samples]) for k in samples[0])
+    }
+
+
 class MultiTaskDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -50,6 +61,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg = dict(data_cfg)
         self.task_names = list(tasks)
+        self.tasks = build_tasks(self.task_names, self.cfg["available_tasks"])
         self.cache_dir = cache_dir
         self.progress = progress
         self.datasets: dict[str, FileDataset] = {}
@@ -102,6 +114,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             num_workers=workers,
             drop_last=shuffle,
             persistent_workers=workers > 0,
+            collate_fn=partial(collate_samples, tasks=self.tasks),
         )
 
     def train_dataloader(self) -> DataLoader:

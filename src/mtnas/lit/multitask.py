@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtnas.metrics import delta_m
-from mtnas.nn import build_multitask_net
-from mtnas.tasks import build_tasks, image_level
+from mtnas.tasks import Task, build_tasks
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
 
 class MultiTaskLitModule(pl.LightningModule):
-    """Everything needed to rebuild the model is in the hyper-parameters, so a checkpoint file alone
-    restores it (`MultiTaskLitModule.load_from_checkpoint(path)`)."""
+    """Everything needed to rebuild the model is in the hyper-parameters (`model` is its `_target_` spec),
+    so a checkpoint file alone restores it (`MultiTaskLitModule.load_from_checkpoint(path)`), whatever the
+    method that made it."""
 
     def __init__(
         self,
@@ -37,12 +36,7 @@ class MultiTaskLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tasks = build_tasks(list(tasks), available_tasks)
-        self.model = build_model(
-            model,
-            {t: task.out_channels for t, task in self.tasks.items()},
-            image_size,
-            image_level(self.tasks),
-        )
+        self.model = build_model(model, self.tasks, image_size)
         self.weighting = loss.get("weighting", "fixed")
         self.loss_stride = int(loss.get("stride", 1))
         weights = dict(loss.get("weights") or {})
@@ -149,56 +143,38 @@ def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> fl
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_model(
-    model_cfg: Mapping[str, Any],
-    out_channels: Mapping[str, int],
-    image_size,
-    image_level: Collection[str] = (),
-) -> nn.Module:
-    """A timm backbone + heads (`model.backbone`), or a searched ViT subnet (`model.arch`, from the search stage)."""
-    if model_cfg.get("arch") is not None:
-        from mtnas.space import ViTArch
-        from mtnas.supernet import StaticMultiTaskViT
+def model_spec(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's `_target_` spec. Checkpoints written before specs had `_target_` stored either a searched
+    ViT subnet (`arch`, `patch_size`, `head_dim`) or a timm backbone + heads (`backbone`, `head`); both are
+    read as the spec they were, so older run folders still evaluate and export."""
+    spec = dict(model)
+    if "_target_" in spec:
+        return spec
+    if spec.get("arch") is not None:
+        return {"_target_": "mtnas.supernet.vit.build_vit_subnet", **spec}
+    return {"_target_": "mtnas.nn.multitask.build_multitask_net", **spec}
 
-        return StaticMultiTaskViT.from_arch(
-            ViTArch.from_dict(model_cfg["arch"]),
-            out_channels,
-            tuple(image_size),
-            int(model_cfg["patch_size"]),
-            int(model_cfg["head_dim"]),
-            int(model_cfg.get("num_levels", 3)),
-            image_level,
-        )
-    return build_multitask_net(model_cfg, out_channels, image_size, image_level)
+
+def build_model(model: Mapping[str, Any], tasks: Mapping[str, Task], image_size) -> nn.Module:
+    """The static multi-task model a spec describes (`conf/model/*.yaml`, or a searched subnet's spec)."""
+    from mtnas.utils.specs import instantiate_spec
+
+    return instantiate_spec(model_spec(model), "model", tasks=dict(tasks), image_size=tuple(image_size))
 
 
 def loss_targets(
-    tasks: Mapping[str, Any], batch: dict[str, Tensor], stride: int
-) -> tuple[tuple[int, int] | None, dict[str, Tensor]]:
+    tasks: Mapping[str, Task], batch: dict[str, Any], stride: int
+) -> tuple[tuple[int, int] | None, dict[str, Any]]:
     """The training-loss resolution and targets at it (`loss.stride`).
 
-    With stride s > 1 the heads predict at 1/s of the input size and the targets are reduced to match, so
-    the upsampling and the per-pixel losses cost s² less; metrics are always computed at full resolution.
-    Targets are reduced by nearest sampling (no label or invalid-pixel mixing), except thin binary maps
-    (edges), which are max-pooled so that an edge anywhere in a cell survives."""
+    With stride s > 1 the heads predict at 1/s of the input size and each task reduces its target to match
+    (`Task.reduce_target`), so the upsampling and the per-pixel losses cost s² less; metrics are always
+    computed at full resolution."""
     if stride == 1:
         return None, batch
     h, w = batch["image"].shape[-2:]
     size = (h // stride, w // stride)
-    out = {}
-    for t, task in tasks.items():
-        y = batch[t]
-        if not task.dense:  # one label per image: nothing to resample
-            out[t] = y
-        elif task.kind == "semseg":
-            out[t] = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        elif task.kind == "binary":
-            near = F.interpolate(y.float(), size=size, mode="nearest")
-            pos = F.adaptive_max_pool2d((y == 1).float(), size)
-            out[t] = torch.where(pos > 0, torch.ones_like(near), near)
-        else:
-            out[t] = F.interpolate(y.float(), size=size, mode="nearest")
-    return size, out
+    return size, {t: task.reduce_target(batch[t], size) for t, task in tasks.items()}
 
 
 def weighted_loss(tasks, weights: Mapping[str, float], preds, batch) -> tuple[Tensor, dict[str, Tensor]]:

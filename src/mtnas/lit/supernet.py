@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
-from mtnas.space import ViTSpace
+from mtnas.space import build_space
 from mtnas.supernet import ViTSupernet
+from mtnas.supernet.vit import subnet_spec
 from mtnas.tasks import build_tasks, image_level
 
 
@@ -54,7 +55,7 @@ class SupernetLitModule(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.tasks = build_tasks(list(tasks), available_tasks)
-        self.space = ViTSpace.from_config(space, list(tasks))
+        self.space = build_space(space, list(tasks))
         self.out_channels = {t: task.out_channels for t, task in self.tasks.items()}
         self.net = ViTSupernet(
             self.space,
@@ -81,13 +82,11 @@ class SupernetLitModule(pl.LightningModule):
         )
         self.baselines_val = {k: dict(v) for k, v in (baselines_val or {}).items()}
 
-    def subnet_config(self) -> dict[str, Any]:
-        """What `lit.multitask.build_model` needs (besides the arch) to rebuild an extracted subnet."""
-        return {
-            "patch_size": self.hparams.supernet["patch_size"],
-            "head_dim": self.space.head_dim,
-            "num_levels": self.net.num_levels,
-        }
+    def subnet_spec(self, arch) -> dict[str, Any]:
+        """The model spec of `arch` extracted from this supernet (what a retrained subnet's checkpoint stores)."""
+        return subnet_spec(
+            arch, self.hparams.supernet["patch_size"], self.space.head_dim, self.net.num_levels
+        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt = self.optimizers()

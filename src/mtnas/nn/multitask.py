@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from mtnas.nn.backbone import TimmBackbone
-from mtnas.nn.heads import MultiScaleHead
+
+if TYPE_CHECKING:
+    from mtnas.tasks import Task
 
 
 class MultiTaskNet(nn.Module):
@@ -33,21 +35,20 @@ class MultiTaskNet(nn.Module):
 
 
 def build_multitask_net(
-    model_cfg: Mapping[str, Any],
-    out_channels: Mapping[str, int],
+    backbone: Mapping[str, Any],
+    tasks: Mapping[str, Task],
     image_size: tuple[int, int],
-    image_level: Collection[str] = (),
+    head: Mapping[str, Any] | None = None,
+    min_reduction: int = 4,
 ) -> MultiTaskNet:
-    """Build from the `model` config group: `backbone: {name, ...timm kwargs}`, `head: {hidden, ...}`,
-    `min_reduction` (feature levels finer than this are not fed to the heads). Tasks in `image_level` get
-    pooled heads (one prediction per image)."""
-    bb_cfg = dict(model_cfg["backbone"])
-    backbone = TimmBackbone(bb_cfg.pop("name"), image_size, **bb_cfg)
-    min_red = int(model_cfg.get("min_reduction", 4))
-    levels = [i for i, r in enumerate(backbone.reductions) if r >= min_red] or [len(backbone.reductions) - 1]
-    in_ch = [backbone.channels[i] for i in levels]
-    head_cfg = dict(model_cfg.get("head", {}))
-    heads = {
-        t: MultiScaleHead(in_ch, c, **head_cfg, pooled=t in image_level) for t, c in out_channels.items()
-    }
-    return MultiTaskNet(backbone, heads, levels)
+    """The model spec target of `conf/model/*.yaml`: `backbone: {name, ...timm kwargs}`, `head: {hidden, ...}`
+    (each task builds its own head: `Task.build_head`), `min_reduction` (feature levels finer than this are
+    not fed to the heads)."""
+    bb_cfg = dict(backbone)
+    body = TimmBackbone(bb_cfg.pop("name"), image_size, **bb_cfg)
+    levels = [i for i, r in enumerate(body.reductions) if r >= int(min_reduction)] or [
+        len(body.reductions) - 1
+    ]
+    in_ch = [body.channels[i] for i in levels]
+    heads = {t: task.build_head(in_ch, **dict(head or {})) for t, task in tasks.items()}
+    return MultiTaskNet(body, heads, levels)

@@ -1,5 +1,5 @@
 """One results table, three renderings (terminal, report.md, wandb); for NAS runs, a search section
-(the chosen arch and the Pareto front of every evaluated subnet).
+(the chosen arch and the Pareto front of every evaluated subnet, as the method's summary describes them).
 
 Rows are metrics and columns are models, so the table stays narrow for any number of tasks:
 
@@ -101,12 +101,6 @@ def _formatted(rows: list[list[Any]]) -> list[list[str]]:
     return [[_fmt(v, signed=(i == 4)) for i, v in enumerate(row)] for row in rows]
 
 
-def _arch_line(arch: Mapping[str, Any]) -> str:
-    from mtnas.space.vit import ViTArch
-
-    return ViTArch.from_dict(arch).describe()
-
-
 def search_summary(search: Mapping[str, Any]) -> list[str]:
     """Sentences about the search: how many subnets, the budget, the chosen arch and its searched score."""
     budget = ", ".join(f"{k}={v:g}" for k, v in search.get("budget", {}).items()) or "none"
@@ -115,17 +109,22 @@ def search_summary(search: Mapping[str, Any]) -> list[str]:
             f"{_count(search['evaluated'], 'subnet')} evaluated (val Δm with inherited supernet weights); "
             f"budget: {budget}."
         ]
+        if search.get("hypervolume") is not None:
+            lines.append(
+                f"Hypervolume of the front (Δm vs {', '.join(search['objectives'])}; reference Δm −100 %, "
+                f"1.1 × the largest arch's cost): {search['hypervolume']:.4f}."
+            )
     else:
         lines = ["No search in this run folder."]
     if search.get("arch"):
         if search.get("searched"):
             s, c = search["searched"], search["searched"]["cost"]
             lines.append(
-                f"Chosen arch (arch.yaml): {_arch_line(search['arch'])}; "
+                f"Chosen arch (arch.yaml): {search['arch_line']}; "
                 f"searched val Δm {s['delta_m']:+.2f} %, {c['params'] / 1e6:.3f} M params."
             )
         else:
-            lines.append(f"Arch ({search.get('arch_file', 'arch.yaml')}): {_arch_line(search['arch'])}.")
+            lines.append(f"Arch ({search.get('arch_file', 'arch.yaml')}): {search['arch_line']}.")
     return lines
 
 
@@ -142,7 +141,7 @@ def pareto_rows(search: Mapping[str, Any]) -> list[list[str]]:
                 f"{r['cost']['params'] / 1e6:.3f}",
                 f"{r['cost']['flops'] / 1e9:.4f}",
                 f"{r['delta_m']:+.2f}",
-                _arch_line(r["arch"]) + mark,
+                r["line"] + mark,
             ]
         )
     return rows

@@ -1,1 +1,3 @@
-"""Architecture search: cost model (params, FLOPs); searchers arrive with the supernet."""
+"""Architecture search that knows no model family: the `Problem` a method poses (space, scoring, cost, budget,
+population log), `Strategy` subclasses that solve it (`conf/search/*.yaml`), fronts, hypervolume and the
+selection rule, budgets, the append-only population log and counted cost/latency."""

@@ -1,4 +1,4 @@
-"""Append-only log of evaluated candidates (`search/population.jsonl`) and the Pareto front.
+"""Append-only log of evaluated candidates (`search/population.jsonl`).
 
 One JSON object per line: arch, cost, per-task metrics, Δm. Appending a line is the only write, so an
 interrupted search loses at most the candidate being evaluated, and a resumed one skips every arch
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,3 @@ class PopulationLog:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def pareto_front(records: Iterable[Mapping[str, Any]], cost_key: str = "params") -> list[dict[str, Any]]:
-    """Records not dominated in (Δm ↑, cost ↓), sorted by cost."""
-    recs = sorted(records, key=lambda r: (r["cost"][cost_key], -r["delta_m"]))
-    front, best = [], float("-inf")
-    for r in recs:
-        if r["delta_m"] > best:
-            front.append(dict(r))
-            best = r["delta_m"]
-    return front

@@ -98,7 +98,8 @@ class ViTArch:
 
 @dataclass(frozen=True)
 class ViTSpace:
-    """Choices per dimension. `max_*` define the supernet; every arch is a sub-network of it."""
+    """Choices per dimension. `max_*` define the supernet; every arch is a sub-network of it.
+    Built from `conf/space/*.yaml` (`_target_: mtnas.space.vit.ViTSpace`) with the run's `tasks`."""
 
     tasks: tuple[str, ...]
     embed_dims: tuple[int, ...]
@@ -115,11 +116,14 @@ class ViTSpace:
     attn_head_dim: int | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
         for key in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden"):
             values = getattr(self, key)
-            if not values:
-                raise ConfigError(f"space.{key}", "needs at least one choice.")
+            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+                raise ConfigError(f"space.{key}", f"got {values!r}; expected a non-empty list of choices.")
             object.__setattr__(self, key, tuple(sorted(values)))
+        if self.specific_layers is not None:
+            object.__setattr__(self, "specific_layers", tuple(self.specific_layers))
         if self.attn_head_dim is not None and self.attn_head_dim <= 0:
             raise ConfigError(
                 "space.attn_head_dim", f"got {self.attn_head_dim}; expected a positive integer."
@@ -131,28 +135,14 @@ class ViTSpace:
                 "(the supernet's head dim is their ratio, as in timm's qkv layout), or set space.attn_head_dim.",
             )
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], tasks: Sequence[str]) -> ViTSpace:
-        keys = (
-            "embed_dims",
-            "depths",
-            "num_heads",
-            "mlp_ratios",
-            "head_hidden",
-            "task_specific",
-            "specific_layers",
-            "mutate_prob",
-            "mutate_depth_width_prob",
-            "attn_head_dim",
-        )
-        unknown = sorted(set(cfg) - set(keys) - {"name"})
-        if unknown:
-            raise ConfigError(f"space.{unknown[0]}", f"unknown search-space key; known keys: {list(keys)}.")
-        kwargs = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
-        for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden", "specific_layers"):
-            if k in kwargs:
-                kwargs[k] = tuple(kwargs[k])
-        return cls(tasks=tuple(tasks), **kwargs)
+    # -- arch files ----------------------------------------------------------------------------------
+    def arch_from_dict(self, d: Mapping[str, Any], source: object = "the arch", key: str = "arch") -> ViTArch:
+        """The arch `d` describes, which must lie in this space (else a ConfigError at `key`)."""
+        return self.require(ViTArch.from_dict(d), source, key)
+
+    def read_arch(self, path: str | Path, key: str = "arch") -> ViTArch:
+        """The arch in a YAML file (a run's arch.yaml), which must lie in this space."""
+        return self.require(ViTArch.read(path, key), path, key)
 
     # -- geometry of the supernet ----------------------------------------------------------------
     @property

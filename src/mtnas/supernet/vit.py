@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +26,9 @@ from mtnas.nn.elastic import (
     compile_blocks,
 )
 from mtnas.space.vit import ViTArch, ViTSpace
+
+if TYPE_CHECKING:
+    from mtnas.tasks import Task
 
 SHARED = "s"
 
@@ -80,6 +86,111 @@ def tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     return tokens[:, 1:].transpose(1, 2).reshape(b, d, *grid)
 
 
+def vit_arch_params(
+    arch,
+    tasks: list[str],
+    out_channels: dict[str, int],
+    grid: tuple[int, int],
+    patch_size: int,
+    head_dim: int,
+    num_levels: int = 3,
+    in_chans: int = 3,
+) -> int:
+    """Parameters of a ViT supernet subnet, analytically (no module is built): equal to
+    `count_params(supernet.extract(arch))`, tested."""
+    d = arch.embed_dim
+    n = in_chans * patch_size * patch_size * d + d + d + (1 + grid[0] * grid[1]) * d  # patch conv, cls, pos
+    for i in _distinct_block_layers(arch, tasks):
+        inner, hidden = arch.num_heads[i] * head_dim, mlp_hidden(d, arch.mlp_ratio[i])
+        n += (
+            2 * d
+            + (d * 3 * inner + 3 * inner)
+            + (inner * d + d)
+            + 2 * d
+            + (d * hidden + hidden)
+            + (hidden * d + d)
+        )
+    n += 2 * d  # final norm
+    for t in tasks:
+        h, c = arch.heads[t], out_channels[t]
+        n += num_levels * (d * h + h) + 2 * h + (9 * h * h + h) + 2 * h + (h * c + c)
+    return n
+
+
+def vit_arch_flops(
+    arch,
+    tasks: list[str],
+    out_channels: dict[str, int],
+    grid: tuple[int, int],
+    patch_size: int,
+    head_dim: int,
+    num_levels: int = 3,
+    in_chans: int = 3,
+    image_level: Collection[str] = (),
+) -> int:
+    """FLOPs (2 per multiply-add) of one image through a ViT subnet, analytically; counts what torch's
+    flop counter counts (matmuls, convolutions, attention), tested equal to `count_flops(extract(arch))`."""
+    d, g = arch.embed_dim, grid[0] * grid[1]
+    n_tok = g + 1
+    f = 2 * g * in_chans * patch_size * patch_size * d
+    for i in _distinct_block_layers(arch, tasks):
+        inner, hidden = arch.num_heads[i] * head_dim, mlp_hidden(d, arch.mlp_ratio[i])
+        f += 2 * n_tok * d * 3 * inner  # qkv
+        f += 4 * n_tok * n_tok * inner  # q·kᵀ and attn·v
+        f += 2 * n_tok * inner * d  # proj
+        f += 4 * n_tok * d * hidden  # fc1 + fc2
+    for t in tasks:
+        h, c = arch.heads[t], out_channels[t]
+        f += 2 * g * (num_levels * d * h + 9 * h * h)
+        f += 2 * h * c * (1 if t in image_level else g)  # a pooled head predicts once, not per location
+    return f
+
+
+def _distinct_block_layers(arch, tasks: list[str]) -> list[int]:
+    """Layer index of every block a subnet runs: one per distinct (layer, path) node."""
+    return [i for i, _ in {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}]
+
+
+@dataclass(frozen=True)
+class ViTCost:
+    """Analytic params and FLOPs of any subnet of one ViT supernet geometry, without building a module
+    (cheap enough to cost thousands of candidates); equal to counting the extracted subnet, tested."""
+
+    tasks: tuple[str, ...]
+    out_channels: tuple[tuple[str, int], ...]  # per task, sorted
+    grid: tuple[int, int]
+    patch_size: int
+    head_dim: int
+    image_level: frozenset[str] = frozenset()
+    num_levels: int = 3
+
+    @classmethod
+    def of(
+        cls, space: ViTSpace, tasks: Mapping[str, Task], image_size: tuple[int, int], patch_size: int
+    ) -> ViTCost:
+        return cls(
+            tuple(tasks),
+            tuple(sorted((t, task.out_channels) for t, task in tasks.items())),
+            (image_size[0] // patch_size, image_size[1] // patch_size),
+            patch_size,
+            space.head_dim,
+            frozenset(t for t, task in tasks.items() if not task.dense),
+        )
+
+    def __call__(self, arch: ViTArch) -> dict[str, int]:
+        return dict(_vit_cost(self, arch))
+
+
+@cache
+def _vit_cost(model: ViTCost, arch: ViTArch) -> dict[str, int]:
+    tasks, oc = list(model.tasks), dict(model.out_channels)
+    geometry = (oc, model.grid, model.patch_size, model.head_dim, model.num_levels)
+    return {
+        "params": vit_arch_params(arch, tasks, *geometry),
+        "flops": vit_arch_flops(arch, tasks, *geometry, image_level=model.image_level),
+    }
+
+
 class ViTSupernet(nn.Module):
     def __init__(
         self,
@@ -100,6 +211,15 @@ class ViTSupernet(nn.Module):
             raise ValueError(f"depth choices must be ≥ {num_levels} (one block per head feature level)")
         hidden = mlp_hidden(dim, max(space.mlp_ratios))
         self.embed = ElasticPatchEmbed(dim, img_size, patch_size)
+        self.cost_model = ViTCost(
+            tuple(self.tasks),
+            tuple(sorted(out_channels.items())),
+            self.embed.grid,
+            patch_size,
+            space.head_dim,
+            self.image_level,
+            num_levels,
+        )
         self.blocks = nn.ModuleList(ElasticBlock(dim, heads, space.head_dim, hidden) for _ in range(depth))
         self.task_blocks = nn.ModuleDict(
             {
@@ -125,6 +245,10 @@ class ViTSupernet(nn.Module):
     @property
     def grid(self) -> tuple[int, int]:
         return self.embed.grid
+
+    def cost(self, arch: ViTArch) -> dict[str, int]:
+        """Params and FLOPs of `extract(arch)`, analytically."""
+        return self.cost_model(arch)
 
     def compile_blocks(self, backend: str = "inductor") -> None:
         """Run every block through compiled, shape-keyed variants (`nn.elastic.compile_blocks`)."""
@@ -281,3 +405,37 @@ class StaticMultiTaskViT(nn.Module):
         )
         size = output_size or images.shape[-2:]
         return {t: self.heads[t]([tokens_to_map(f, self.grid) for f in fs], size) for t, fs in feats.items()}
+
+
+def build_vit_subnet(
+    arch: Mapping[str, Any] | ViTArch,
+    tasks: Mapping[str, Task],
+    image_size: tuple[int, int],
+    patch_size: int,
+    head_dim: int,
+    num_levels: int = 3,
+) -> StaticMultiTaskViT:
+    """The model spec target of a searched ViT subnet (`{_target_: ..., arch: {...}, patch_size, head_dim}`):
+    what a retrained subnet's checkpoint stores, so any code can rebuild it without knowing the method."""
+    if not isinstance(arch, ViTArch):
+        arch = ViTArch.from_dict(arch)
+    return StaticMultiTaskViT.from_arch(
+        arch,
+        {t: task.out_channels for t, task in tasks.items()},
+        tuple(image_size),
+        int(patch_size),
+        int(head_dim),
+        int(num_levels),
+        frozenset(t for t, task in tasks.items() if not task.dense),
+    )
+
+
+def subnet_spec(arch: ViTArch, patch_size: int, head_dim: int, num_levels: int = 3) -> dict[str, Any]:
+    """The model spec (`_target_` mapping) of `arch` as a static model."""
+    return {
+        "_target_": f"{__name__}.build_vit_subnet",
+        "arch": arch.to_dict(),
+        "patch_size": int(patch_size),
+        "head_dim": int(head_dim),
+        "num_levels": int(num_levels),
+    }

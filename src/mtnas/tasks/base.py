@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from mtnas.metrics.base import DenseMetric, Direction
 
@@ -15,6 +18,11 @@ class Task(ABC):
 
     `delta_m_metrics` are the metric names that count in Δm; each metric's direction comes from the
     metric class itself, so there is one place where "higher is better" is declared.
+
+    Three hooks let models and data stay ignorant of what a task predicts (DESIGN.md §3): `build_head`
+    (the head a static multi-task net gives it), `reduce_target` (its target at a reduced training-loss
+    resolution) and `collate` (a batch of its targets). The defaults serve dense and image-level tensors;
+    a task with other targets (e.g. variable-length boxes) overrides them.
     """
 
     type: ClassVar[str]
@@ -30,6 +38,24 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, pred: Tensor, target: Tensor) -> Tensor: ...
+
+    def build_head(self, in_channels: Sequence[int], hidden: int = 64, refine_layers: int = 1) -> nn.Module:
+        """The head on multi-scale features (finest first): fused, refined, then this task's prediction;
+        pooled over the image for image-level tasks."""
+        from mtnas.nn.heads import MultiScaleHead
+
+        return MultiScaleHead(in_channels, self.out_channels, hidden, refine_layers, pooled=not self.dense)
+
+    def reduce_target(self, target: Tensor, size: tuple[int, int]) -> Tensor:
+        """The target at `size`, for training losses below the input resolution (`loss.stride`). Nearest
+        sampling, so no values (nor invalid markers) are mixed; image-level targets are left as they are."""
+        if not self.dense:
+            return target
+        return F.interpolate(target.float(), size=size, mode="nearest")
+
+    def collate(self, targets: list[Any]) -> Tensor | list[Any]:
+        """One batch entry from the samples' targets (stacked tensors by default)."""
+        return default_collate(targets)
 
     @abstractmethod
     def metrics(self, **kwargs) -> DenseMetric:

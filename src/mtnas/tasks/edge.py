@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -21,6 +22,14 @@ def balanced_bce(pred: Tensor, target: Tensor, ignore_index: int, pos_weight: fl
         w_pos, w_neg = pos_weight, 1.0 - pos_weight
     weight = (t * w_pos + (1 - t) * w_neg) * valid
     return F.binary_cross_entropy_with_logits(pred, t, weight=weight, reduction="sum") / weight.sum()
+
+
+def reduce_binary(target: Tensor, size: tuple[int, int]) -> Tensor:
+    """A thin binary map at `size`: max-pooled positives (an edge anywhere in a cell survives), else the
+    nearest value (0, or the ignore label)."""
+    near = F.interpolate(target.float(), size=size, mode="nearest")
+    pos = F.adaptive_max_pool2d((target == 1).float(), size)
+    return torch.where(pos > 0, torch.ones_like(near), near)
 
 
 class EdgeTask(Task):
@@ -49,6 +58,9 @@ class EdgeTask(Task):
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         return balanced_bce(pred, target, self.ignore_index, self.pos_weight)
+
+    def reduce_target(self, target: Tensor, size: tuple[int, int]) -> Tensor:
+        return reduce_binary(target, size)
 
     def metrics(self, **kwargs) -> BoundaryFScore:
         return BoundaryFScore(max_dist=self.max_dist, ignore_index=self.ignore_index, **kwargs)

@@ -4,7 +4,7 @@ from torch import Tensor
 
 from mtnas.metrics import SaliencyMetrics
 from mtnas.tasks.base import Task
-from mtnas.tasks.edge import balanced_bce
+from mtnas.tasks.edge import balanced_bce, reduce_binary
 
 
 class SaliencyTask(Task):
@@ -22,6 +22,9 @@ class SaliencyTask(Task):
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         return balanced_bce(pred, target, self.ignore_index)
+
+    def reduce_target(self, target: Tensor, size: tuple[int, int]) -> Tensor:
+        return reduce_binary(target, size)
 
     def metrics(self, **kwargs) -> SaliencyMetrics:
         return SaliencyMetrics(ignore_index=self.ignore_index, **kwargs)

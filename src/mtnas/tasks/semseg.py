@@ -25,5 +25,8 @@ class SemsegTask(Task):
             return pred.sum() * 0.0  # an all-ignored batch contributes nothing (CE would be NaN)
         return F.cross_entropy(pred, target, ignore_index=self.ignore_index)
 
+    def reduce_target(self, target: Tensor, size: tuple[int, int]) -> Tensor:
+        return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
     def metrics(self, **kwargs) -> SemsegMetrics:
         return SemsegMetrics(self.num_classes, self.ignore_index, **kwargs)

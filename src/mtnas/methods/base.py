@@ -1,0 +1,83 @@
+"""What every method is (`Method`), how the configured one is built, and what searching methods share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omegaconf import DictConfig
+
+from mtnas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtnas.run import Run
+
+COMMON_STAGES = ("all", "baselines", "evaluate")
+
+
+class Method(ABC):
+    """A way to get a multi-task model: the stages it runs between the single-task baselines and the
+    evaluation, and what each does. Built from `conf/method/<name>.yaml` (`_target_` plus the config
+    sections it reads, so a bad value is refused when the method is built, before any work)."""
+
+    stages: ClassVar[tuple[str, ...]]  # in order, e.g. ("supernet", "search", "retrain")
+    final_folder: ClassVar[str]  # the run-folder subfolder of the multi-task model the evaluate stage tests
+    input_keys: ClassVar[
+        tuple[str, ...]
+    ] = ()  # config keys naming input files; free to change between reruns
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def check(self, run: Run, plan: tuple[str, ...]) -> None:
+        """What would otherwise fail after hours of training (budgets, weight files): raise a ConfigError.
+        Nothing to check by default."""
+        return None
+
+    @abstractmethod
+    def run_stage(self, stage: str, run: Run) -> None:
+        """Run one of `stages` (skipping what the run folder already holds, resuming what it started)."""
+
+    @abstractmethod
+    def baseline_model(self, run: Run) -> dict[str, Any]:
+        """The model spec (`_target_` mapping) the single-task baselines train, one task each."""
+
+    def trained_dirs(self, run: Run) -> list[Path]:
+        """Folders of this method's multi-task models (their tasks must be the run's)."""
+        return [run.out / self.final_folder]
+
+    def linked_runs(self) -> list[Path]:
+        """Run folders the method's input files come from (their baselines are reused)."""
+        return []
+
+    def summary(self, run: Run) -> dict[str, Any] | None:
+        """The search part of `results.json` and the report, or None for a method without a search."""
+        return None
+
+    def describe_arch(self, arch: Mapping[str, Any]) -> str:
+        """One line for an arch dict of this method's space (tables, wandb)."""
+        return str(dict(arch))
+
+
+def build_method(cfg: DictConfig) -> Method:
+    """The configured method, which checks its own config sections as it is built; then `stage`, which must
+    be a common stage or one of the method's."""
+    from mtnas.utils.specs import instantiate_spec
+
+    method = instantiate_spec(cfg.method, "method", recursive=False)
+    allowed = (*COMMON_STAGES[:2], *method.stages, COMMON_STAGES[2])
+    if cfg.stage not in allowed:
+        raise ConfigError(
+            "stage",
+            f"got {cfg.stage!r}; method={method.name} runs stages {list(allowed)}"
+            + (
+                " (the NAS stages supernet/search/retrain come with a NAS method: e.g. `space=vit_demo` "
+                "selects method=autotaskformer)"
+                if not set(method.stages) & {"supernet", "search", "retrain"}
+                else ""
+            )
+            + ".",
+        )
+    return method

@@ -1,0 +1,428 @@
+"""AutoTaskFormer-style one-shot NAS: ViT supernet (sandwich rule) → strategy search → retrain.
+
+The supernet trains every subnet of a ViT space at once (elastic width, depth, heads, MLP ratio, and per
+layer which tasks run a task-specific copy of the block); the search strategy (`search=evolution | random |
+nsga2`) scores candidates by val Δm with inherited weights, under the budget; the chosen arch is retrained as
+a plain static model. Run folder: `supernet/`, `search/`, `arch.yaml`, `retrain/`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.methods.base import Method
+from mtnas.run import Unit
+from mtnas.search.budget import Budget, sample_within
+from mtnas.search.pareto import hypervolume, non_dominated, pareto_front, select
+from mtnas.search.population import PopulationLog, arch_key
+from mtnas.search.problem import Problem, Strategy
+from mtnas.space import ViTArch, build_space
+from mtnas.supernet.vit import ViTCost, build_vit_subnet, subnet_spec
+from mtnas.utils.checks import one_of, optional_positive_int, positive_int
+from mtnas.utils.specs import as_dict, instantiate_spec
+
+if TYPE_CHECKING:
+    from mtnas.run import Run
+
+RETRAIN_INITS = ("inherited", "scratch")
+COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm against each cost that was measured
+
+
+class OneShotMethod(Method):
+    stages = ("supernet", "search", "retrain")
+    final_folder = "retrain"
+    input_keys = ("supernet_ckpt", "arch")
+
+    def __init__(
+        self,
+        name: str,
+        tasks: list[str],
+        space: Mapping[str, Any] | None,
+        search: Mapping[str, Any],
+        budget: Mapping[str, Any] | None,
+        supernet: Mapping[str, Any],
+        retrain: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        supernet_ckpt: str | None = None,
+        arch: str | None = None,
+    ):
+        super().__init__(name)
+        self.tasks = list(tasks)
+        if loss.get("weighting", "fixed") != "fixed":
+            raise ConfigError(
+                "loss.weighting", "the supernet trains with fixed task weights; use loss.weighting=fixed."
+            )
+        if space is None:
+            raise ConfigError(
+                "space",
+                f"method={name} searches a ViT space: add one, e.g. `space=vit_demo` or `space=autoformer_s`.",
+            )
+        self.space_spec = as_dict(space)
+        self.space = build_space(self.space_spec, self.tasks)
+        self.budget = Budget.from_config(budget)
+        self.strategy: Strategy = instantiate_spec(search, "search", lenient=True)
+        self.supernet = dict(supernet)
+        self.retrain = dict(retrain)
+        one_of("retrain.init", self.retrain.get("init"), RETRAIN_INITS)
+        self.patch_size = positive_int("supernet.patch_size", self.supernet.get("patch_size"))
+        optional_positive_int("supernet.max_epochs", self.supernet.get("max_epochs"))
+        optional_positive_int("retrain.max_epochs", self.retrain.get("max_epochs"))
+        timm_init = self.supernet.get("timm_init")
+        if timm_init is not None and (
+            not isinstance(timm_init, Mapping)
+            or not timm_init.get("model")
+            or not timm_init.get("checkpoint")
+        ):
+            example = "supernet.timm_init='{model: vit_small_patch16_224, checkpoint: /path/to/weights.pth}'"
+            raise ConfigError(
+                "supernet.timm_init",
+                f"got {timm_init!r}; expected a mapping with `model` and `checkpoint`, e.g. {example} "
+                "(on the command line inside quotes: unquoted, the shell splits {a,b} into two arguments).",
+            )
+        for key, value in (("arch", arch), ("supernet_ckpt", supernet_ckpt)):
+            if value is not None and not Path(str(value)).expanduser().is_file():
+                raise ConfigError(key, f"file {value} does not exist.")
+        self.arch_file = Path(str(arch)).expanduser() if arch is not None else None
+        if self.arch_file is not None:
+            self.space.read_arch(self.arch_file)
+        self.supernet_ckpt = Path(str(supernet_ckpt)).expanduser() if supernet_ckpt is not None else None
+        if self.supernet_ckpt is not None and not zipfile.is_zipfile(self.supernet_ckpt):
+            # torch.save writes a zip archive: anything else (a YAML, a log) is refused before any work.
+            raise ConfigError(
+                "supernet_ckpt",
+                f"{supernet_ckpt} is not a checkpoint; expected a supernet checkpoint (a run's supernet/last.ckpt).",
+            )
+        self._searched: ViTArch | None = None  # held in memory: other DDP ranks must not read arch.yaml early
+        self._latency = None
+
+    # -- run folder ---------------------------------------------------------------------------------
+    @staticmethod
+    def supernet_dir(run: Run) -> Path:
+        return run.out / "supernet"
+
+    @staticmethod
+    def search_dir(run: Run) -> Path:
+        return run.out / "search"
+
+    @staticmethod
+    def arch_path(run: Run) -> Path:
+        return run.out / "arch.yaml"
+
+    def trained_dirs(self, run: Run) -> list[Path]:
+        return [run.out / self.final_folder, self.supernet_dir(run)]
+
+    def linked_runs(self) -> list[Path]:
+        runs = []
+        if self.supernet_ckpt is not None:  # RUN/supernet/last.ckpt
+            runs.append(self.supernet_ckpt.resolve().parent.parent)
+        if self.arch_file is not None:  # RUN/arch.yaml, or a retrained model's RUN/retrain/arch.yaml
+            arch_dir = self.arch_file.resolve().parent
+            runs.append(arch_dir.parent if arch_dir.name == "retrain" else arch_dir)
+        return runs
+
+    def describe_arch(self, arch: Mapping[str, Any]) -> str:
+        return ViTArch.from_dict(arch).describe()
+
+    # -- cost ---------------------------------------------------------------------------------------
+    def measures_latency(self, run: Run) -> bool:
+        return (
+            self.budget.limits_latency
+            or bool(run.cfg.latency.get("in_search", False))
+            or "latency_ms" in self.strategy.objectives
+        )
+
+    def analytic_cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
+        return ViTCost.of(self.space, run.task_objs, run.image_size, self.patch_size)(arch)
+
+    def cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
+        """Analytic params and FLOPs; plus measured `latency_ms` when the budget or the objectives need it
+        (or `latency.in_search=true`), timed once per arch and device and cached in the cache folder."""
+        cost = self.analytic_cost(run, arch)
+        if self.measures_latency(run):
+            cost["latency_ms"] = self.latency(run, arch)
+        return cost
+
+    def latency(self, run: Run, arch: ViTArch) -> float:
+        from mtnas.search.cost import measure_latency
+        from mtnas.search.latency import LatencyTable
+
+        lcfg = run.cfg.latency
+        if self._latency is None:
+            self._latency = LatencyTable(
+                Path(run.cfg.paths.cache_dir) / "latency.json",
+                run.device,
+                int(lcfg.batch_size),
+                run.image_size,
+            )
+
+        def measure() -> float:
+            # Latency does not depend on the weights: a fresh static subnet of this arch is timed.
+            model = build_vit_subnet(
+                arch, run.task_objs, run.image_size, self.patch_size, self.space.head_dim
+            )
+            return measure_latency(
+                model, run.image_size, int(lcfg.batch_size), run.device, int(lcfg.warmup), int(lcfg.repeats)
+            )
+
+        out_channels = sorted((t, task.out_channels) for t, task in run.task_objs.items())
+        pooled = sorted(t for t, task in run.task_objs.items() if not task.dense)
+        return self._latency(
+            f"p{self.patch_size}|{out_channels}|pooled{pooled}|{arch_key(arch.to_dict())}", measure
+        )
+
+    # -- checks before any work ---------------------------------------------------------------------
+    def check(self, run: Run, plan: tuple[str, ...]) -> None:
+        """What would otherwise fail only after hours of training: a budget no arch of the space meets,
+        timm weights that are not there."""
+        self.check_budget(run, probe="search" in plan)
+        spec = self.supernet.get("timm_init")
+        if spec and "supernet" in plan and not (self.supernet_dir(run) / "last.ckpt").exists():
+            weights = Path(str(spec["checkpoint"])).expanduser()
+            if not weights.is_file():
+                raise ConfigError("supernet.timm_init.checkpoint", f"weights file {weights} does not exist.")
+
+    def check_budget(self, run: Run, probe: bool = True) -> None:
+        h, w = run.image_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ConfigError("supernet.patch_size", f"{self.patch_size} must divide the image size {h}×{w}.")
+        self.budget.check_feasible(
+            self.cost(run, self.space.smallest()), self.cost(run, self.space.largest(task_specific=True))
+        )
+        searched = (self.search_dir(run) / "population.jsonl").exists() or self.arch_path(run).exists()
+        if probe and not searched and self.budget.is_limited and not self.budget.limits_latency:
+            # Each bound alone may be inside the space while the window they make holds no arch: the search
+            # would find nothing. Analytic cost is cheap, so look (measured latency is too slow to look).
+            rng, tries = random.Random(run.seed), 2000
+            found = sample_within(
+                lambda: self.space.sample(rng), lambda a: self.analytic_cost(run, a), self.budget, tries
+            )
+            if found is None:
+                raise ConfigError(
+                    "budget",
+                    f"no arch of the space meets {self.budget.describe()} ({tries} random archs tried): "
+                    "widen the budget or the space.",
+                )
+
+    # -- models -------------------------------------------------------------------------------------
+    def subnet_model(self, arch: ViTArch) -> dict[str, Any]:
+        return subnet_spec(arch, self.patch_size, self.space.head_dim)
+
+    def baseline_model(self, run: Run) -> dict[str, Any]:
+        """Single-task baselines are the space's largest arch, trained alone (as in AutoTaskFormer)."""
+        return self.subnet_model(self.space.largest())
+
+    def supernet_module(self, run: Run):
+        from mtnas.lit.supernet import SupernetLitModule
+
+        return SupernetLitModule(
+            tasks=self.tasks,
+            available_tasks=run.available,
+            space=self.space_spec,
+            supernet=self.supernet,
+            optim=run.section("optim"),
+            loss=run.section("loss"),
+            image_size=run.image_size,
+            seed=run.seed,
+            baselines_val=run.baselines_val(),
+            delta_m_convention=run.cfg.delta_m.convention,
+        )
+
+    def load_supernet(self, run: Run):
+        from mtnas.lit.checkpoint import load_checkpoint
+
+        if self.supernet_ckpt is not None:
+            module = load_checkpoint(self.supernet_ckpt, ("supernet",), "supernet_ckpt", self.tasks)
+            run.record_source("supernet", self.supernet_ckpt.resolve())
+            return module
+        own = self.supernet_dir(run) / "last.ckpt"
+        # This folder's supernet, else the one it (or the run arch= comes from) searched with supernet_ckpt=.
+        for run_dir in [run.out, *run.linked_runs()]:
+            path = self._supernet_of(run, run_dir)
+            if path is not None:
+                break
+        else:
+            raise MtnasError(
+                f"supernet checkpoint {own} does not exist: train it first (stage=supernet or stage=all), "
+                "pass supernet_ckpt=/path/to/supernet/last.ckpt, or retrain from scratch with "
+                "retrain.init=scratch."
+            )
+        if path != own:
+            run.announce(f"supernet: using {path} (from another run folder; recorded in sources.json)")
+            run.record_source("supernet", path)
+        return load_checkpoint(path, ("supernet",), tasks=self.tasks)
+
+    @staticmethod
+    def _supernet_of(run: Run, run_dir: Path) -> Path | None:
+        """A run folder's supernet: its own when trained to the end, else the one it recorded reusing,
+        else its own partly trained one."""
+        own = run_dir / "supernet" / "last.ckpt"
+        recorded = run.sources(run_dir).get("supernet")
+        if own.is_file() and (run_dir / "supernet" / "fit.json").exists():
+            return own
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        return own if own.is_file() else None
+
+    # -- stages -------------------------------------------------------------------------------------
+    def run_stage(self, stage: str, run: Run) -> None:
+        {"supernet": self.train_supernet, "search": self.search, "retrain": self.retrain_arch}[stage](run)
+
+    def train_supernet(self, run: Run) -> None:
+        unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))
+        module = self.supernet_module(run)
+        if self.supernet.get("timm_init") and not (unit.dir / "last.ckpt").exists():
+            self.init_from_timm(run, module)
+        run.fit(unit, module, self.supernet.get("max_epochs"))
+
+    def init_from_timm(self, run: Run, module) -> None:
+        """Start the supernet (largest shared arch, and every task copy) from local timm ViT weights.
+        timm resamples the position embedding when the checkpoint was trained at another resolution."""
+        import timm
+
+        spec = self.supernet["timm_init"]
+        path = Path(str(spec["checkpoint"])).expanduser()
+        if not path.is_file():
+            raise ConfigError("supernet.timm_init.checkpoint", f"weights file {path} does not exist.")
+        s = self.space
+        try:
+            vit = timm.create_model(
+                spec["model"],
+                pretrained=True,
+                pretrained_cfg_overlay={"file": str(path)},
+                num_classes=0,
+                img_size=run.image_size,
+                patch_size=self.patch_size,
+                embed_dim=max(s.embed_dims),
+                depth=max(s.depths),
+                num_heads=max(s.num_heads),
+                mlp_ratio=max(s.mlp_ratios),
+            )
+            module.net.load_timm_vit(vit)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ConfigError(
+                "supernet.timm_init",
+                f"{path} does not fit the space's largest arch as a {spec['model']}: {str(e).splitlines()[0]}",
+            ) from None
+
+    def search(self, run: Run) -> None:
+        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
+
+        done, arch_path = self.search_dir(run) / "pareto.json", self.arch_path(run)
+        if done.exists() and arch_path.exists():
+            run.announce(f"search: already done ({done}), skipping")
+            self._searched = self.space.read_arch(arch_path)
+            return
+        started = time.perf_counter()
+        baselines = run.load_baselines(required=True)
+        net = self.load_supernet(run).net.to(run.device).eval()
+        limit = self.strategy.val_batches
+        run.dm.setup("validate")
+        batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
+        evaluator = spread_across_processes(
+            SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention)
+        )
+        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
+        already = len(log)
+        name = self.strategy.name
+        with run.progress(f"search ({name}), {already} candidates already in the population log") as progress:
+            problem = Problem(
+                self.space,
+                evaluator,
+                lambda a: self.cost(run, a),
+                self.budget,
+                log,
+                random.Random(run.seed),
+                progress,
+            )
+            self.strategy.run(problem)
+        records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
+        if not records:
+            raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
+        best = select(records, self.strategy.select, self.strategy.objectives)
+        arch = self._searched = ViTArch.from_dict(best["arch"])
+        if run.is_writer:
+            run.write_json(done, self.fronts(run, records))
+            rule = "" if self.strategy.select == "best" else f" ({self.strategy.select} of the front)"
+            header = (
+                f"# Chosen by {name} search{rule}: val Δm {best['delta_m']:+.2f} %, "
+                f"{best['cost']['params'] / 1e6:.3f} M params, {best['cost']['flops'] / 1e9:.4f} GFLOPs.\n"
+                "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
+            )
+            run.write_text(arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
+            from mtnas.report.pareto import plot_pareto
+
+            plot_pareto(log, run.out / "pareto.png", experiment=run.cfg.experiment_name)
+        run.announce(
+            f"search: {len(log)} subnets evaluated ({len(log) - already} new) in "
+            f"{time.perf_counter() - started:.0f} s, "
+            f"{len(records)} within the budget; chosen {arch.describe()} (val Δm {best['delta_m']:+.2f} %) "
+            f"→ {arch_path}"
+        )
+
+    def fronts(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """`search/pareto.json`: the Δm-vs-cost front per measured cost, the front over Δm and all
+        `search.objectives` together, and that front's hypervolume."""
+        objectives = list(self.strategy.objectives)
+        reference = self.cost(run, self.space.largest(task_specific=True))
+        out: dict[str, Any] = {
+            k: pareto_front(records, k) for k in COST_FRONTS if all(k in r["cost"] for r in records)
+        }
+        out["objectives"] = objectives
+        out["front"] = non_dominated(records, objectives)
+        out["hypervolume"] = hypervolume(records, objectives, reference)
+        out["hypervolume_reference"] = {"delta_m": -100.0, **{o: 1.1 * reference[o] for o in objectives}}
+        return out
+
+    def retrain_arch(self, run: Run) -> None:
+        """Retrain `arch=` when given, else the arch the search just chose, else the run's arch.yaml."""
+        if self.arch_file is not None:
+            arch = self.space.read_arch(self.arch_file)
+        else:
+            arch = self._searched or self.space.read_arch(self.arch_path(run))
+        unit = run.multitask_unit(self.final_folder)
+        if not (unit.dir / "fit.json").exists():
+            # A record beside the weights of exactly what was trained (arch= files may change later).
+            run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
+        module = run.lit_module(unit, self.subnet_model(arch))
+        if self.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
+            module.model.load_state_dict(self.load_supernet(run).net.extract(arch).state_dict())
+        run.fit(unit, module, self.retrain.get("max_epochs"))
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def summary(self, run: Run) -> dict[str, Any]:
+        from mtnas.utils.io import read_json
+
+        pareto = self.search_dir(run) / "pareto.json"
+        fronts = read_json(pareto) if pareto.exists() else {}
+        # What was evaluated: the retrained model's record first, else what a retrain would train.
+        candidates = [run.out / self.final_folder / "arch.yaml", self.arch_file or self.arch_path(run)]
+        arch_file = next((f for f in candidates if f.exists()), None)
+        log = PopulationLog(self.search_dir(run) / "population.jsonl")
+        arch = self.space.read_arch(arch_file) if arch_file else None
+        searched = log.get(arch.to_dict()) if arch else None  # None for a hand-written arch never evaluated
+        front = [{**r, "line": self.describe_arch(r["arch"])} for r in fronts.get("params", [])]
+        return {
+            "arch": arch.to_dict() if arch else None,
+            "arch_line": arch.describe() if arch else None,
+            "arch_file": str(
+                arch_file.relative_to(run.out) if arch_file.is_relative_to(run.out) else arch_file
+            )
+            if arch_file
+            else None,
+            "searched": {"delta_m": searched["delta_m"], "cost": searched["cost"]} if searched else None,
+            "evaluated": len(log),
+            "strategy": self.strategy.name,
+            "select": self.strategy.select,
+            "objectives": fronts.get("objectives", list(self.strategy.objectives)),
+            "hypervolume": fronts.get("hypervolume"),
+            "pareto_params": front,
+            "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
+        }

@@ -1,0 +1,452 @@
+"""The services every stage of a run uses, whatever the method (DESIGN.md §2).
+
+A `Run` is one invocation in one run folder: its tasks and data, the single-task baselines, training and
+testing a unit (`fit` / `test`: skipped when done, resumed from `last.ckpt` when interrupted), the trainer
+and logger factories, measured latency, the inputs a folder reuses from other run folders (`sources.json`),
+each invocation's config (`.hydra/history/`), and the run log. Methods (`mtnas.methods`) talk to the run
+only through these.
+
+Under DDP every process runs the same sequence (Lightning needs each Trainer call on every rank); only rank 0
+writes files, and values needed later are held in memory on all ranks rather than read back from files
+another rank may not have finished writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from mtnas.data.datamodule import MultiTaskDataModule
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
+from mtnas.metrics.delta_m import check_baselines
+from mtnas.search.cost import count_flops, count_params, measure_latency
+from mtnas.tasks import build_tasks
+from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
+
+if TYPE_CHECKING:
+    from mtnas.methods.base import Method
+
+log = logging.getLogger("mtnas.run")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model a run trains: a single-task baseline, a multi-task model, or a method's supernet."""
+
+    name: str
+    dir: Path
+    tasks: tuple[str, ...]
+
+
+class Run:
+    # Keys that select what a rerun does, not what it trains: they may change freely between reruns (a
+    # method adds the keys naming its input files).
+    RERUN_KEYS = ("stage", "trainer.enable_progress_bar")
+    SOURCES = "sources.json"  # {"baselines": dir, "supernet": ckpt, ...} reused from other run folders
+
+    def __init__(self, cfg: DictConfig, method: Method):
+        self.cfg = cfg
+        self.method = method
+        self.out = Path(cfg.paths.output_dir)
+        self.tasks = list(cfg.tasks)
+        self.available = OmegaConf.to_container(cfg.data.available_tasks, resolve=True)
+        self.task_objs = build_tasks(self.tasks, self.available)
+        self.dm = MultiTaskDataModule(
+            OmegaConf.to_container(cfg.data, resolve=True),
+            self.tasks,
+            cache_dir=cfg.paths.cache_dir,
+            progress=rank_zero_only.rank == 0,
+        )
+        self.baselines: dict[str, Any] | None = None  # the baselines stage's result, once it ran
+        self.baselines_dir = self._find_baselines_dir()
+
+    # -- basics ---------------------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.dm.image_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where evaluation outside Lightning (search candidates, latency) runs: the training device."""
+        use_cuda = torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu"
+        return torch.device("cuda" if use_cuda else "cpu")
+
+    @property
+    def is_writer(self) -> bool:
+        """Only one process (rank 0) writes run files."""
+        return rank_zero_only.rank == 0
+
+    def section(self, key: str) -> dict[str, Any]:
+        """A global config section as plain data (`optim`, `loss`, ...), for the modules a method builds."""
+        return OmegaConf.to_container(self.cfg[key], resolve=True)
+
+    def multitask_unit(self, folder: str) -> Unit:
+        return Unit("multitask", self.out / folder, tuple(self.tasks))
+
+    @property
+    def baseline_units(self) -> list[Unit]:
+        return [Unit(f"baseline/{t}", self.baselines_dir / t, (t,)) for t in self.tasks]
+
+    # -- single-task baselines ---------------------------------------------------------------------------
+    @property
+    def owns_baselines(self) -> bool:
+        return self.baselines_dir == self.out / "baselines"
+
+    def config_baselines(self) -> dict[str, Any]:
+        metrics = OmegaConf.to_container(self.cfg.baselines.metrics, resolve=True)
+        return {"source": "config", "val": metrics, "test": metrics}
+
+    def check_baselines(self, ref: dict[str, Any]) -> dict[str, Any]:
+        """A baseline metric of 0 makes Δm undefined: say so now, not after a supernet has trained."""
+        check_baselines(ref["val"], {t: task.delta_m_directions for t, task in self.task_objs.items()})
+        return ref
+
+    def load_baselines(self, required: bool) -> dict[str, Any] | None:
+        if self.baselines is not None:
+            return self.baselines
+        if self.cfg.baselines.source == "config":
+            return self.config_baselines()
+        path = self.baselines_dir / "baselines.json"
+        if path.exists():
+            return self.check_baselines(read_json(path))
+        if required:
+            raise MtnasError(
+                f"{path} is missing: run the baselines stage first (stage=baselines or stage=all) in this "
+                "folder or in the run that supernet_ckpt=/arch= come from, or give reference numbers with "
+                "baselines.source=config and baselines.metrics={task: {metric: value}}."
+            )
+        return None
+
+    def baselines_val(self) -> dict[str, Any] | None:
+        """The baselines' val metrics (Δm during training and search), or None before any exist."""
+        return (self.load_baselines(required=False) or {}).get("val")
+
+    def _find_baselines_dir(self) -> Path:
+        """This run's `baselines/`, unless only a run that this one's inputs come from has them (or the run
+        that one reused them from): a stage started in a new folder reuses those single-task baselines
+        (never retrains or rewrites them)."""
+        own = self.out / "baselines"
+        if (own / "baselines.json").exists() or self.cfg.baselines.source != "run":
+            return own
+        found = self.find_input("baselines", "baselines", marker="baselines.json")
+        if found is None or found.resolve() == own.resolve():
+            return own
+        self.announce(f"baselines: reusing {found} (from another run folder; recorded in sources.json)")
+        self.record_source("baselines", found)
+        return found
+
+    # -- training and testing a unit ----------------------------------------------------------------------
+    def lit_module(self, unit: Unit, model: Mapping[str, Any]) -> MultiTaskLitModule:
+        """A static model (`model`: its `_target_` spec) trained on `unit.tasks`; multi-task units track
+        val Δm against the baselines when they exist."""
+        return MultiTaskLitModule(
+            tasks=list(unit.tasks),
+            available_tasks=self.available,
+            model=dict(model),
+            optim=self.section("optim"),
+            loss=self.section("loss"),
+            image_size=self.image_size,
+            baselines_val=self.baselines_val() if len(unit.tasks) > 1 else None,
+            delta_m_convention=self.cfg.delta_m.convention,
+        )
+
+    def fit(self, unit: Unit, module: pl.LightningModule, max_epochs: int | None = None) -> dict[str, Any]:
+        """Train `module` into `unit.dir` (skipped when done, resumed from last.ckpt when interrupted).
+        Modules with a `monitor` also keep best.ckpt; the others (supernets) keep last.ckpt only."""
+        done, last = unit.dir / "fit.json", unit.dir / "last.ckpt"
+        if done.exists():
+            info = read_json(done)
+            self.check_same_tasks(unit, info.get("tasks"), done)
+            self.announce(f"{unit.name}: already trained ({done}), skipping")
+            return info
+        resumed_after = None
+        if last.exists():
+            state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+            self.check_same_tasks(unit, (state.get("hyper_parameters") or {}).get("tasks"), last)
+            resumed_after = int(state.get("epoch", 0)) + 1
+            del state
+        monitor, mode = getattr(module, "monitor", (None, "min"))
+        callbacks = checkpoint_callbacks(unit.dir, monitor, mode)
+        logger = self.logger(unit)
+        unused = getattr(module, "uses_weight_subsets", False)
+        trainer = self.trainer(unit, callbacks, logger, max_epochs, unused_parameters=unused)
+        if resumed_after is not None:
+            self.announce(f"{unit.name}: resuming from {last} ({resumed_after} epoch(s) done)")
+        else:
+            self.announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
+        best = callbacks[-1].best_model_path or str(last)
+        val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
+        info = {
+            "unit": unit.name,
+            "tasks": list(unit.tasks),
+            "val": nested_metrics(val[0], "val") or {k: float(v) for k, v in val[0].items()},
+            "best_ckpt": Path(best).name,
+            "monitor": monitor,
+            "epochs": trainer.current_epoch,
+        }
+        self.write_json(done, info)
+        close_logger(logger)
+        self.announce(
+            f"{unit.name}: {info['epochs']} epoch(s) in {time.perf_counter() - started:.0f} s; "
+            f"val {_brief(info['val'])} ({info['best_ckpt']})"
+        )
+        return info
+
+    def test(self, unit: Unit) -> dict[str, Any]:
+        """Test metrics, params, FLOPs and latency of the unit's best (else last) checkpoint."""
+        from mtnas.lit.checkpoint import load_checkpoint
+
+        best = unit.dir / "best.ckpt"
+        ckpt = best if best.exists() else unit.dir / "last.ckpt"
+        if not ckpt.exists():
+            raise MtnasError(
+                f"{unit.dir} has no best.ckpt or last.ckpt for {unit.name}: run the training stages first "
+                f"(stage=all), or point hydra.run.dir at the run folder that holds them."
+            )
+        module = load_checkpoint(ckpt, ("model",))
+        trainer = self.trainer(unit, [], logger=False)
+        res = trainer.test(module, datamodule=self.dm, verbose=False)
+        return {
+            "tasks": list(unit.tasks),
+            "checkpoint": str(ckpt.relative_to(self.out) if ckpt.is_relative_to(self.out) else ckpt),
+            "test": nested_metrics(res[0], "test"),
+            "params": count_params(module.model),
+            "flops": count_flops(module.model, self.image_size),
+            "latency_ms": self.latency(module.model),
+        }
+
+    def latency(self, model: torch.nn.Module) -> float:
+        """Median eval-mode forward time (ms) on the device the run trains on (`latency` config)."""
+        lcfg = self.cfg.latency
+        return measure_latency(
+            model, self.image_size, int(lcfg.batch_size), self.device, int(lcfg.warmup), int(lcfg.repeats)
+        )
+
+    def check_trained_tasks(self, dirs: list[Path]) -> None:
+        """Multi-task models (and supernets) already in these folders must be for this run's tasks."""
+        unit = self.multitask_unit(".")
+        for d in dirs:
+            if (d / "fit.json").exists():
+                self.check_same_tasks(unit, read_json(d / "fit.json").get("tasks"), d / "fit.json")
+            elif (d / "last.ckpt").exists():
+                state = torch.load(d / "last.ckpt", map_location="cpu", weights_only=False, mmap=True)
+                self.check_same_tasks(
+                    unit, (state.get("hyper_parameters") or {}).get("tasks"), d / "last.ckpt"
+                )
+
+    def check_same_tasks(self, unit: Unit, trained: list[str] | None, path: Path) -> None:
+        """A run folder continued with other `tasks` must not mix models trained for different tasks."""
+        if trained is not None and sorted(trained) != sorted(unit.tasks):
+            raise ConfigError(
+                "tasks",
+                f"{path} was trained on tasks {list(trained)} but this run's tasks are {list(unit.tasks)}. "
+                f"Continue this run folder with tasks=[{','.join(trained)}], or start a new one "
+                "(a new hydra.run.dir) for these tasks.",
+            )
+
+    # -- trainer and logger factories -------------------------------------------------------------------
+    def trainer(
+        self,
+        unit: Unit,
+        callbacks: list,
+        logger,
+        max_epochs: int | None = None,
+        unused_parameters: bool = False,
+    ) -> pl.Trainer:
+        kwargs = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        if max_epochs is not None:
+            kwargs["max_epochs"] = int(max_epochs)
+        if unused_parameters and kwargs.get("strategy") == "ddp":
+            # Each supernet step uses a subset of the weights (sampled archs): DDP must not wait for the rest.
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"
+        progress = bool(kwargs.pop("enable_progress_bar", True))
+        callbacks = list(callbacks)
+        if progress:
+            from pytorch_lightning.callbacks import RichProgressBar
+
+            callbacks.append(RichProgressBar(leave=True))
+        return pl.Trainer(
+            **kwargs,
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(unit.dir),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
+
+    def logger(self, unit: Unit):
+        kind = self.cfg.logger.name
+        if kind == "none":
+            return False
+        if kind == "csv":
+            from pytorch_lightning.loggers import CSVLogger
+
+            # A resumed run logs into csv-2/, csv-3/, ...: Lightning would overwrite the earlier curves.
+            version = next(
+                v for v in ("csv", *(f"csv-{i}" for i in range(2, 10_000))) if not (unit.dir / v).exists()
+            )
+            return CSVLogger(save_dir=str(unit.dir), name="", version=version)
+        from pytorch_lightning.loggers import WandbLogger
+
+        # wandb's per-run banners and summaries would interleave with the progress bars; the run folder
+        # and the sync command are printed once, with the results.
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return WandbLogger(
+            save_dir=str(self.out),
+            project=self.cfg.logger.project,
+            entity=self.cfg.logger.entity,
+            offline=bool(self.cfg.logger.offline),
+            name=f"{self.cfg.experiment_name}/{unit.name}",
+            group=f"{self.cfg.experiment_name}/{self.out.name}",
+            job_type=unit.name.split("/")[0],
+            config=OmegaConf.to_container(self.cfg, resolve=True),
+        )
+
+    # -- inputs that come from other run folders ----------------------------------------------------
+    def sources(self, run_dir: Path | None = None) -> dict[str, str]:
+        path = (run_dir or self.out) / self.SOURCES
+        return read_json(path) if path.exists() else {}
+
+    def record_source(self, kind: str, path: Path) -> None:
+        """Remember a reused input, so later stages in this folder (and runs given this folder's files)
+        find it without the command-line argument that named it."""
+        if self.is_writer and self.sources().get(kind) != str(path):
+            atomic_write_json(self.out / self.SOURCES, {**self.sources(), kind: str(path)})
+
+    def linked_runs(self) -> list[Path]:
+        """Other run folders this run's input files (e.g. `supernet_ckpt=`, `arch=`) come from."""
+        return [r for r in self.method.linked_runs() if r != self.out.resolve()]
+
+    def find_input(self, kind: str, relative: str, marker: str = "") -> Path | None:
+        """An input reused from elsewhere: as this folder recorded it, else `relative` in a linked run
+        folder, else what that folder reused itself. A candidate counts when `candidate/marker` exists."""
+        candidates = [self.sources().get(kind)]
+        for run_dir in self.linked_runs():
+            candidates += [run_dir / relative, self.sources(run_dir).get(kind)]
+        return next((Path(c) for c in candidates if c and (Path(c) / marker).exists()), None)
+
+    # -- the run folder's records -------------------------------------------------------------------
+    def keep_config_history(self) -> None:
+        """Hydra rewrites `.hydra/config.yaml` on every run in a folder; keep each invocation's copy in
+        `.hydra/history/NNN/`, and warn when a rerun changes the settings the folder was first run with."""
+        hydra_dir = self.out / ".hydra"
+        if not self.is_writer or not (hydra_dir / "config.yaml").exists():
+            return
+        history = sorted((hydra_dir / "history").glob("[0-9]*/config.yaml"))
+        dest = hydra_dir / "history" / f"{len(history) + 1:03d}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "overrides.yaml"):
+            if (hydra_dir / name).exists():
+                atomic_write_text(dest / name, (hydra_dir / name).read_text())
+        if history:
+            before = _flat(OmegaConf.to_container(OmegaConf.load(history[0])))
+            now = _flat(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")))
+            free = (*self.RERUN_KEYS, *self.method.input_keys)
+            changed = sorted(
+                k
+                for k in before.keys() | now.keys()
+                if before.get(k) != now.get(k) and not k.startswith(free)
+            )
+            if changed:
+                log.warning(
+                    "This folder was first run with other settings (%s%s; that config is in %s). "
+                    "Finished stages are reused as they are, not retrained; use a new folder to train "
+                    "with the new settings.",
+                    ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed[:6]),
+                    ", …" if len(changed) > 6 else "",
+                    history[0].parent,
+                )
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        if self.is_writer:
+            atomic_write_json(path, obj)
+
+    def write_text(self, path: Path, text: str) -> None:
+        if self.is_writer:
+            atomic_write_text(path, text)
+
+    def announce(self, text: str) -> None:
+        # Through logging, so the run folder's cli.log keeps a timestamped record of every stage.
+        if self.is_writer:
+            log.info(text)
+
+    @contextmanager
+    def progress(self, description: str) -> Iterator:
+        """A rich progress bar for work outside Lightning (rank 0 only); yields `(done, total) -> None`."""
+        if not self.is_writer:
+            yield lambda done, total: None
+            return
+        from rich.progress import Progress
+
+        bar = Progress()
+        bar.start()
+        task = bar.add_task(description, total=None)
+        try:
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        finally:
+            bar.stop()
+
+
+def close_logger(logger) -> None:
+    if logger and type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
+        import wandb
+
+        wandb.finish()
+
+
+def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
+    """`last.ckpt` after every epoch (what a rerun resumes from), plus `best.ckpt` by `monitor` when given.
+    Two callbacks: Lightning's `save_last` writes nothing without a top-k save (e.g. a supernet)."""
+    last = ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)
+    if monitor is None:
+        return [last]
+    best = ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return [last, best]
+
+
+def _brief(val: dict[str, Any]) -> str:
+    """`task metric=value, …` from nested val metrics: one line for the run log."""
+    parts = [
+        f"{task} " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        if isinstance(metrics, dict)
+        else f"{task}={metrics:.4g}"
+        for task, metrics in val.items()
+    ]
+    return "; ".join(parts)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`: configs compared key by key."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out

@@ -1,0 +1,104 @@
+"""What a search strategy is given (`Problem`) and what every strategy is (`Strategy`).
+
+A method poses the problem: its space (sample / mutate / crossover), how a batch of archs is scored (val Δm),
+their cost, the budget, and the append-only population log. A strategy proposes archs and asks the problem
+to score them; archs already in the log are never scored again, so the log is the whole state of a search and
+rerunning a strategy with the same seed resumes it.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.search.budget import COST_KEYS, Budget, sample_within
+from mtnas.search.population import PopulationLog, arch_key
+from mtnas.utils.checks import optional_positive_int
+
+SELECTION_RULES = ("best", "knee")
+
+
+@dataclass
+class Problem:
+    space: Any
+    evaluate: Callable[[list], list[Mapping[str, Any]]]
+    cost: Callable[[Any], Mapping[str, float]]
+    budget: Budget
+    log: PopulationLog
+    rng: random.Random
+    progress: Callable[[int, int], None] = field(default=lambda done, total: None)
+    max_tries: int = 500
+
+    def score(self, archs: Sequence) -> list[dict[str, Any]]:
+        """Records for `archs` in order; only archs not yet in the log are evaluated (in one batch)."""
+        todo, seen = [], set()
+        for a in archs:
+            key = arch_key(a.to_dict())
+            if self.log.get(a.to_dict()) is None and key not in seen:
+                todo.append(a)
+                seen.add(key)
+        if todo:
+            for arch, result in zip(todo, self.evaluate(todo), strict=True):
+                self.log.append({"arch": arch.to_dict(), "cost": dict(self.cost(arch)), **result})
+        return [self.log.get(a.to_dict()) for a in archs]
+
+    def within_budget(self, make: Callable[[], Any]):
+        """An arch from `make()` that meets the budget, or None after `max_tries` attempts."""
+        return sample_within(make, self.cost, self.budget, self.max_tries)
+
+    def initial_population(self, size: int) -> list:
+        population = [
+            a for a in (self.within_budget(lambda: self.space.sample(self.rng)) for _ in range(size)) if a
+        ]
+        if not population:
+            raise MtnasError(
+                f"the search found no arch within the budget in {size * self.max_tries} random "
+                "tries; widen `budget` or the space."
+            )
+        return population
+
+
+@dataclass
+class Strategy(ABC):
+    """A search strategy, built from `conf/search/<name>.yaml` (`_target_`). Settings every strategy has:
+
+    - `val_batches`: val batches each candidate is scored on (None = all);
+    - `objectives`: costs traded against Δm in the reported front and its hypervolume (and optimised
+      together by multi-objective strategies): any of params, flops, latency_ms;
+    - `select`: which arch of the log becomes `arch.yaml`: `best` Δm within the budget, or the `knee` of the
+      Δm-vs-`objectives[0]` front within the budget.
+    """
+
+    name: ClassVar[str]
+    val_batches: int | None = None
+    objectives: Sequence[str] = ("params",)
+    select: str = "best"
+
+    def __post_init__(self):
+        optional_positive_int("search.val_batches", self.val_batches)
+        objectives = list(self.objectives) if isinstance(self.objectives, Sequence) else None
+        if (
+            objectives is None
+            or isinstance(self.objectives, str)
+            or not objectives
+            or any(o not in COST_KEYS for o in objectives)
+            or len(set(objectives)) != len(objectives)
+        ):
+            raise ConfigError(
+                "search.objectives",
+                f"got {self.objectives!r}; expected a non-empty list of distinct costs from {list(COST_KEYS)}, "
+                "e.g. search.objectives=[params,latency_ms].",
+            )
+        self.objectives = tuple(objectives)
+        if self.select not in SELECTION_RULES:
+            raise ConfigError(
+                "search.select", f"got {self.select!r}; expected one of {list(SELECTION_RULES)}."
+            )
+
+    @abstractmethod
+    def run(self, problem: Problem) -> None:
+        """Propose and score archs until the strategy's own limit; every score lands in `problem.log`."""
