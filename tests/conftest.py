@@ -95,6 +95,9 @@ def assert_onnx_matches(path: Path, model, tasks: list[str], image_size: tuple[i
     import onnxruntime as ort
     import torch
 
+    assert [p.name for p in path.parent.iterdir() if path.name in p.name] == [
+        path.name
+    ]  # one file, no leftovers
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == tasks
     x = torch.rand(3, 3, *image_size)

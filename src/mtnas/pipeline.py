@@ -128,7 +128,9 @@ class Pipeline:
         import wandb
 
         from mtnas.report.tables import results_rows
+        from mtnas.run import quiet_wandb
 
+        quiet_wandb()
         run = self.run
         header, rows = results_rows(results, run.task_objs)
         wb = wandb.init(

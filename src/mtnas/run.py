@@ -307,9 +307,7 @@ class Run:
             return CSVLogger(save_dir=str(unit.dir), name="", version=version)
         from pytorch_lightning.loggers import WandbLogger
 
-        # wandb's per-run banners and summaries would interleave with the progress bars; the run folder
-        # and the sync command are printed once, with the results.
-        os.environ.setdefault("WANDB_SILENT", "true")
+        quiet_wandb()
         return WandbLogger(
             save_dir=str(self.out),
             project=self.cfg.logger.project,
@@ -364,9 +362,15 @@ class Run:
             changed = sorted(
                 k
                 for k in before.keys() | now.keys()
-                if before.get(k) != now.get(k) and not k.startswith(free)
+                if before.get(k) != now.get(k) and not k.startswith(free) and not _wiring(now.get(k))
             )
-            if changed:
+            if "method._target_" not in before:
+                log.warning(
+                    "This folder was written by an earlier mtnas (its config in %s has no `method`); its "
+                    "finished stages are reused as they are.",
+                    history[0].parent,
+                )
+            elif changed:
                 log.warning(
                     "This folder was first run with other settings (%s%s; that config is in %s). "
                     "Finished stages are reused as they are, not retrained; use a new folder to train "
@@ -406,6 +410,12 @@ class Run:
             bar.stop()
 
 
+def quiet_wandb() -> None:
+    """wandb's per-run banners and summaries would interleave with the progress bars; the run folder and
+    the sync command are printed once, with the results."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def close_logger(logger) -> None:
     if logger and type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
         import wandb
@@ -440,6 +450,11 @@ def _brief(val: dict[str, Any]) -> str:
         for task, metrics in val.items()
     ]
     return "; ".join(parts)
+
+
+def _wiring(value: Any) -> bool:
+    """A config value that only points at another key (`method.space: ${space}`): compared there."""
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

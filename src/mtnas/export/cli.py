@@ -111,6 +111,7 @@ def export_onnx(model, example, path: Path) -> None:
             output_names=tasks,
             dynamo=True,
             dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+            external_data=False,  # one self-contained file (weights inside; fine below ONNX's 2 GB limit)
         )
     check = torch.rand(2, *example.shape[1:])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
