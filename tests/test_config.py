@@ -121,6 +121,21 @@ def test_every_spec_config_instantiates(group, option):
         ("space=vit_demo supernet.timm_init=vit_small_patch16_224", "supernet.timm_init"),
         # what an unquoted {model:...,checkpoint:...} becomes after the shell's brace expansion
         ("space=vit_demo supernet.timm_init=checkpoint:/no/such.pth", "supernet.timm_init"),
+        # each method checks its own inputs; specs name the key of a wrong setting or target
+        ("method=static space=vit_demo", "space"),
+        ("supernet_ckpt=/no/such.ckpt", "supernet_ckpt"),
+        ("method=autotaskformer", "space"),
+        ("+model.foo=1", "model.foo"),
+        ("model._target_=nope.Nope", "model._target_"),
+        ("space=vit_demo search._target_=mtnas.search.nope.Nope", "search._target_"),
+        ("space=vit_demo search.objectives=[memory]", "search.objectives"),
+        ("space=vit_demo search.select=median", "search.select"),
+        ("space=vit_demo search=nsga2 search.population=1", "search.population"),
+        ("space=vit_demo search=nsga2 search.crossover_prob=2", "search.crossover_prob"),
+        ("space=vit_demo space.embed_dims=[]", "space.embed_dims"),
+        ("space=vit_demo +space.foo=1", "space.foo"),
+        ("space=vit_demo retrain.init=warm", "retrain.init"),
+        ("space=vit_demo supernet.max_epochs=0", "supernet.max_epochs"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -113,6 +113,10 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         cache_dir,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    # Finishing that folder's other stages trains no second supernet: the searched one is the one it reused.
+    res = run_cli([*NAS_TINY, f"hydra.run.dir={fresh}", "stage=supernet"], tmp_path, cache_dir)
+    assert res.returncode == 0 and "not training one here" in res.stderr, res.stderr[-3000:]
+    assert not (fresh / "supernet").exists()
     for extra in ([f"arch={fresh / 'arch.yaml'}", "stage=retrain"], ["stage=evaluate"]):
         res = run_cli([*NAS_TINY, f"hydra.run.dir={third}", *extra], tmp_path, cache_dir)
         assert res.returncode == 0, (extra, res.stderr[-3000:])

@@ -256,18 +256,20 @@ def test_strategy_settings_are_checked_with_their_key(given, key):
 
 
 def test_hypervolume_knee_and_selection():
-    from mtnas.search.pareto import hypervolume, knee, non_dominated, select
+    from mtnas.search.pareto import hypervolume, hypervolume_reference, knee, non_dominated, select
 
     recs = [
         {"arch": {"i": i}, "cost": {"params": p}, "delta_m": d}
         for i, (p, d) in enumerate([(1, -50.0), (2, -20.0), (3, -10.0), (4, 0.0), (3.5, -30.0)])
     ]
-    ref = {"params": 4.0}  # the largest arch: costs are scaled by it, the reference point is 1.1 × it
+    ref = {"delta_m": -100.0, "params": 4.4}  # 1.1 × the largest arch's 4 params
+    assert hypervolume_reference(recs, ["params"], {"params": 4.0}) == ref
+    assert hypervolume_reference(recs, ["params"], {"params": 3.0}) == {"delta_m": -100.0, "params": 4.0}
     front = non_dominated(recs, ["params"])
     assert [r["arch"]["i"] for r in front] == [0, 1, 2, 3]
-    # Staircase area against (Δm −100 %, 1.1 × 4 params) in (Δm/100, params/4) units:
-    xs, ys = [0.25, 0.5, 0.75, 1.0], [0.5, 0.2, 0.1, 0.0]  # cost fraction, −Δm/100
-    area = sum((nxt - x) * (1.0 - y) for x, nxt, y in zip(xs, [*xs[1:], 1.1], ys, strict=True))
+    # Staircase area in (cost / 4.4, −Δm / 100) against the reference point (1, 1):
+    xs, ys = [1 / 4.4, 2 / 4.4, 3 / 4.4, 4 / 4.4], [0.5, 0.2, 0.1, 0.0]
+    area = sum((nxt - x) * (1.0 - y) for x, nxt, y in zip(xs, [*xs[1:], 1.0], ys, strict=True))
     assert hypervolume(recs, ["params"], ref) == pytest.approx(area)
     assert hypervolume(recs[:1], ["params"], ref) < hypervolume(recs, ["params"], ref)
     assert hypervolume([], ["params"], ref) == 0.0
@@ -275,3 +277,9 @@ def test_hypervolume_knee_and_selection():
     assert knee(front, "params")["arch"]["i"] == 1
     assert select(recs, "best", ["params"])["arch"]["i"] == 3
     assert select(recs, "knee", ["params"])["arch"]["i"] == 1
+    # A front whose gains still grow with cost has no knee: the best member is chosen.
+    convex = [
+        {"arch": {"i": i}, "cost": {"params": p}, "delta_m": d}
+        for i, (p, d) in enumerate([(1, 0.0), (2, 1.0), (3, 5.0)])
+    ]
+    assert knee(convex, "params")["arch"]["i"] == 2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from mtnas.errors import ConfigError, DataError
+from mtnas.utils.checks import one_of
 
 if TYPE_CHECKING:
     from mtnas.methods.base import Method
@@ -25,10 +26,7 @@ CONVENTIONS = ("per_task", "per_metric")
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
-    value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    if value not in allowed:
-        raise ConfigError(key, f"got {value!r}; expected one of {list(allowed)}.")
-    return value
+    return one_of(key, OmegaConf.select(cfg, key, throw_on_missing=False), allowed)
 
 
 def _positive(cfg: DictConfig, key: str, kind: type = float) -> None:

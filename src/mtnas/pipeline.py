@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 from mtnas.methods.base import Method, build_method
 from mtnas.metrics.delta_m import delta_m
 from mtnas.run import Run
-from mtnas.search.population import PopulationLog
 
 
 def stage_plan(stage: str, method: Method) -> tuple[str, ...]:
@@ -104,14 +103,11 @@ class Pipeline:
         return mtl["delta_m"]
 
     def _report(self, results: dict[str, Any]) -> None:
-        from mtnas.report.pareto import plot_pareto
         from mtnas.report.tables import print_results, results_markdown
 
         run = self.run
         run.write_text(run.out / "report.md", results_markdown(results, run.task_objs))
-        population = PopulationLog(run.out / "search" / "population.jsonl")
-        if results.get("search") and len(population):
-            plot_pareto(population, run.out / "pareto.png", results)
+        self.method.report(run, results)
         print_results(results, run.task_objs)
         mtl = results["models"]["multitask"]
         run.announce(
@@ -119,12 +115,12 @@ class Pipeline:
             f"{mtl['params'] / 1e6:.3f} M params, {mtl['flops'] / 1e9:.4g} GFLOPs"
         )
         if self.cfg.logger.name == "wandb":
-            self._log_results_to_wandb(results, population)
+            self._log_results_to_wandb(results)
         run.announce(f"Run folder: {run.out} (results.json, report.md)")
         if self.cfg.logger.name == "wandb" and self.cfg.logger.offline:
             run.announce(f"wandb runs are offline; upload with: wandb sync {run.out / 'wandb'}/offline-run-*")
 
-    def _log_results_to_wandb(self, results: dict[str, Any], population: PopulationLog) -> None:
+    def _log_results_to_wandb(self, results: dict[str, Any]) -> None:
         import wandb
 
         from mtnas.report.tables import results_rows
@@ -142,18 +138,7 @@ class Pipeline:
             group=f"{self.cfg.experiment_name}/{run.out.name}",
             job_type="evaluate",
         )
-        tables = {"results": wandb.Table(columns=header, data=rows)}
-        if len(population):
-            # One row per evaluated subnet: its cost, its searched Δm and its arch in one line.
-            cols = ["params", "flops", "delta_m", "arch"]
-            data = [
-                [r["cost"]["params"], r["cost"]["flops"], r["delta_m"], self.method.describe_arch(r["arch"])]
-                for r in population.records.values()
-            ]
-            tables["population"] = wandb.Table(columns=cols, data=data)
-        if (run.out / "pareto.png").exists():
-            tables["pareto"] = wandb.Image(str(run.out / "pareto.png"))
-        wb.log(tables)
+        wb.log({"results": wandb.Table(columns=header, data=rows), **self.method.wandb_tables(run, wandb)})
         wb.summary["delta_m"] = results["models"]["multitask"]["delta_m"]
         wb.finish()
 

@@ -52,9 +52,8 @@ class Unit:
 
 
 class Run:
-    # Keys that select what a rerun does, not what it trains: they may change freely between reruns (a
-    # method adds the keys naming its input files).
-    RERUN_KEYS = ("stage", "trainer.enable_progress_bar")
+    # Keys that select what a rerun does or reads, not what it trains: they may change freely between reruns.
+    RERUN_KEYS = ("stage", "supernet_ckpt", "arch", "trainer.enable_progress_bar")
     SOURCES = "sources.json"  # {"baselines": dir, "supernet": ckpt, ...} reused from other run folders
 
     def __init__(self, cfg: DictConfig, method: Method):
@@ -355,30 +354,35 @@ class Run:
         for name in ("config.yaml", "overrides.yaml"):
             if (hydra_dir / name).exists():
                 atomic_write_text(dest / name, (hydra_dir / name).read_text())
-        if history:
-            before = _flat(OmegaConf.to_container(OmegaConf.load(history[0])))
-            now = _flat(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")))
-            free = (*self.RERUN_KEYS, *self.method.input_keys)
-            changed = sorted(
-                k
-                for k in before.keys() | now.keys()
-                if before.get(k) != now.get(k) and not k.startswith(free) and not _wiring(now.get(k))
+        if not history:
+            return
+        now = _flat(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml")))
+        configs = ((h, _flat(OmegaConf.to_container(OmegaConf.load(h)))) for h in history)
+        first = next(((h, c) for h, c in configs if "method._target_" in c), None)
+        if first is None:
+            log.warning(
+                "This folder was written by an earlier mtnas (its config in %s has no `method`); its finished "
+                "stages are reused as they are.",
+                history[0].parent,
             )
-            if "method._target_" not in before:
-                log.warning(
-                    "This folder was written by an earlier mtnas (its config in %s has no `method`); its "
-                    "finished stages are reused as they are.",
-                    history[0].parent,
-                )
-            elif changed:
-                log.warning(
-                    "This folder was first run with other settings (%s%s; that config is in %s). "
-                    "Finished stages are reused as they are, not retrained; use a new folder to train "
-                    "with the new settings.",
-                    ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed[:6]),
-                    ", …" if len(changed) > 6 else "",
-                    history[0].parent,
-                )
+            return
+        path, before = first
+        changed = sorted(
+            k
+            for k in before.keys() | now.keys()
+            if before.get(k) != now.get(k)
+            and not k.startswith(self.RERUN_KEYS)
+            and not (k.startswith("method.") and _wiring(now.get(k)))
+        )
+        if changed:
+            log.warning(
+                "This folder was first run with other settings (%s%s; that config is in %s). "
+                "Finished stages are reused as they are, not retrained; use a new folder to train "
+                "with the new settings.",
+                ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed[:6]),
+                ", …" if len(changed) > 6 else "",
+                path.parent,
+            )
 
     def write_json(self, path: Path, obj: Any) -> None:
         if self.is_writer:
@@ -453,7 +457,7 @@ def _brief(val: dict[str, Any]) -> str:
 
 
 def _wiring(value: Any) -> bool:
-    """A config value that only points at another key (`method.space: ${space}`): compared there."""
+    """A method's setting that only points at another key (`method.space: ${space}`): compared there."""
     return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
 

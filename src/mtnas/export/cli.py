@@ -14,6 +14,7 @@ embedding is fixed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -50,25 +51,34 @@ def load_static_model(ckpt: Path, arch_yaml: Path | None, out: Path):
     return module.net.extract(arch).eval(), tuple(module.hparams.image_size)
 
 
-def export(ckpt: Path, arch_yaml: Path | None, out: Path, fmt: str = "module") -> Path:
+def export(ckpt: Path, arch_yaml: Path | None, out: Path, *, fmt: str = "module") -> Path:
     import torch
 
     from mtnas.errors import MtnasError
 
-    static, image_size = load_static_model(ckpt, arch_yaml, out)
-    try:
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:  # the output folder is checked first: loading and tracing take a while
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        example = torch.rand(2, 3, *image_size)  # batch 2: a batch of 1 would be traced as a constant
-        if fmt == "torchscript":
-            torch.jit.trace(static, example, strict=False).save(str(tmp))
-        elif fmt == "onnx":
-            export_onnx(static, example, tmp)
-        else:
-            torch.save(static, tmp)
-        tmp.replace(out)
+        tmp.touch()
     except OSError as err:
         raise MtnasError(f"cannot write {out}: {err.strerror or err}.") from None
+    try:
+        static, image_size = load_static_model(ckpt, arch_yaml, out)
+        example = torch.rand(2, 3, *image_size)  # batch 2: a batch of 1 would be traced as a constant
+        if fmt == "onnx":
+            export_onnx(static, example, tmp)
+        else:
+            traced = torch.jit.trace(static, example, strict=False) if fmt == "torchscript" else None
+            try:  # torch.save / jit.save report a full disk or a vanished folder as RuntimeError
+                if traced is not None:
+                    traced.save(str(tmp))
+                else:
+                    torch.save(static, tmp)
+            except (OSError, RuntimeError) as err:
+                raise MtnasError(f"cannot write {out}: {str(err).splitlines()[0]}") from None
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -88,10 +98,25 @@ def _tuple_outputs(model, tasks: list[str]):
     return TupleOutputs().eval()
 
 
+@contextlib.contextmanager
+def _as_export_error(step: str):
+    """A model the exporter cannot handle gets one paragraph naming the step and its error, not a traceback."""
+    from mtnas.errors import MtnasError
+
+    try:
+        yield
+    except MtnasError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any exporter failure: the user gets its first line
+        raise MtnasError(
+            f"the ONNX export failed in {step}: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]} "
+            "(export without --onnx, or with --torchscript, still works)."
+        ) from None
+
+
 def export_onnx(model, example, path: Path) -> None:
     """`torch.onnx.export` (the dynamo exporter: it reproduces every model kind exactly), batch size dynamic;
     then the file is run with onnxruntime on a fresh batch and compared with the PyTorch model."""
-    import contextlib
     import io
 
     import onnxruntime as ort
@@ -102,7 +127,10 @@ def export_onnx(model, example, path: Path) -> None:
     with torch.no_grad():
         tasks = list(model(example))
     wrapped = _tuple_outputs(model, tasks)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its passes
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        _as_export_error("torch.onnx.export"),
+    ):  # it prints its passes
         torch.onnx.export(
             wrapped,
             (example,),
@@ -113,15 +141,15 @@ def export_onnx(model, example, path: Path) -> None:
             dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
             external_data=False,  # one self-contained file (weights inside; fine below ONNX's 2 GB limit)
         )
-    check = torch.rand(2, *example.shape[1:])
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": check.numpy()})
+    check = torch.rand(3, *example.shape[1:])  # another batch size than the traced one
+    with _as_export_error("onnxruntime"):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"image": check.numpy()})
     with torch.no_grad():
         ref = model(check)
     for task, value in zip(tasks, got, strict=True):
         diff = (torch.from_numpy(value) - ref[task]).abs().max().item()
         if diff > ONNX_TOLERANCE * (1 + ref[task].abs().max().item()):
-            path.unlink(missing_ok=True)
             raise MtnasError(
                 f"the ONNX graph's `{task}` output differs from the PyTorch model's by {diff:.3g}; not written."
             )
@@ -154,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     from mtnas.errors import MtnasError
 
     try:
-        print(export(ckpt, arch, out, fmt))
+        print(export(ckpt, arch, out, fmt=fmt))
     except MtnasError as err:
         print(f"mtnas-export: {err}", file=sys.stderr)
         sys.exit(2)

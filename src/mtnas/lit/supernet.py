@@ -20,7 +20,6 @@ from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import build_space
 from mtnas.supernet import ViTSupernet
-from mtnas.supernet.vit import subnet_spec
 from mtnas.tasks import build_tasks, image_level
 
 
@@ -81,12 +80,6 @@ class SupernetLitModule(pl.LightningModule):
             }
         )
         self.baselines_val = {k: dict(v) for k, v in (baselines_val or {}).items()}
-
-    def subnet_spec(self, arch) -> dict[str, Any]:
-        """The model spec of `arch` extracted from this supernet (what a retrained subnet's checkpoint stores)."""
-        return subnet_spec(
-            arch, self.hparams.supernet["patch_size"], self.space.head_dim, self.net.num_levels
-        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt = self.optimizers()

@@ -14,8 +14,6 @@ from mtnas.errors import ConfigError
 if TYPE_CHECKING:
     from mtnas.run import Run
 
-COMMON_STAGES = ("all", "baselines", "evaluate")
-
 
 class Method(ABC):
     """A way to get a multi-task model: the stages it runs between the single-task baselines and the
@@ -24,9 +22,6 @@ class Method(ABC):
 
     stages: ClassVar[tuple[str, ...]]  # in order, e.g. ("supernet", "search", "retrain")
     final_folder: ClassVar[str]  # the run-folder subfolder of the multi-task model the evaluate stage tests
-    input_keys: ClassVar[
-        tuple[str, ...]
-    ] = ()  # config keys naming input files; free to change between reruns
 
     def __init__(self, name: str):
         self.name = name
@@ -56,9 +51,14 @@ class Method(ABC):
         """The search part of `results.json` and the report, or None for a method without a search."""
         return None
 
-    def describe_arch(self, arch: Mapping[str, Any]) -> str:
-        """One line for an arch dict of this method's space (tables, wandb)."""
-        return str(dict(arch))
+    def report(self, run: Run, results: Mapping[str, Any]) -> None:
+        """After the evaluation (rank 0): the method's own report artifacts (e.g. the Pareto plot with the
+        test Δm). Nothing by default."""
+        return None
+
+    def wandb_tables(self, run: Run, wandb: Any) -> dict[str, Any]:
+        """The method's wandb tables and images beside the results table (e.g. every evaluated subnet)."""
+        return {}
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -67,17 +67,11 @@ def build_method(cfg: DictConfig) -> Method:
     from mtnas.utils.specs import instantiate_spec
 
     method = instantiate_spec(cfg.method, "method", recursive=False)
-    allowed = (*COMMON_STAGES[:2], *method.stages, COMMON_STAGES[2])
+    allowed = ("all", "baselines", *method.stages, "evaluate")
     if cfg.stage not in allowed:
         raise ConfigError(
             "stage",
-            f"got {cfg.stage!r}; method={method.name} runs stages {list(allowed)}"
-            + (
-                " (the NAS stages supernet/search/retrain come with a NAS method: e.g. `space=vit_demo` "
-                "selects method=autotaskformer)"
-                if not set(method.stages) & {"supernet", "search", "retrain"}
-                else ""
-            )
-            + ".",
+            f"got {cfg.stage!r}; method={method.name} runs the stages {list(allowed)}. Other stages belong to "
+            "other methods (`method=`; a ViT `space=` selects method=autotaskformer).",
         )
     return method

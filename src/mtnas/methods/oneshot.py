@@ -21,11 +21,12 @@ from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.base import Method
 from mtnas.run import Unit
 from mtnas.search.budget import Budget, sample_within
-from mtnas.search.pareto import hypervolume, non_dominated, pareto_front, select
+from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front, select
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Problem, Strategy
 from mtnas.space import ViTArch, build_space
 from mtnas.supernet.vit import ViTCost, build_vit_subnet, subnet_spec
+from mtnas.tasks import image_level
 from mtnas.utils.checks import one_of, optional_positive_int, positive_int
 from mtnas.utils.specs import as_dict, instantiate_spec
 
@@ -39,7 +40,6 @@ COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm again
 class OneShotMethod(Method):
     stages = ("supernet", "search", "retrain")
     final_folder = "retrain"
-    input_keys = ("supernet_ckpt", "arch")
 
     def __init__(
         self,
@@ -139,6 +139,9 @@ class OneShotMethod(Method):
             or "latency_ms" in self.strategy.objectives
         )
 
+    def cost_keys(self, run: Run) -> tuple[str, ...]:
+        return ("params", "flops", "latency_ms") if self.measures_latency(run) else ("params", "flops")
+
     def analytic_cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
         return ViTCost.of(self.space, run.task_objs, run.image_size, self.patch_size)(arch)
 
@@ -151,6 +154,8 @@ class OneShotMethod(Method):
         return cost
 
     def latency(self, run: Run, arch: ViTArch) -> float:
+        import torch
+
         from mtnas.search.cost import measure_latency
         from mtnas.search.latency import LatencyTable
 
@@ -164,16 +169,18 @@ class OneShotMethod(Method):
             )
 
         def measure() -> float:
-            # Latency does not depend on the weights: a fresh static subnet of this arch is timed.
-            model = build_vit_subnet(
-                arch, run.task_objs, run.image_size, self.patch_size, self.space.head_dim
-            )
+            # Latency does not depend on the weights: a fresh static subnet of this arch is timed, built with
+            # the random state set aside, so that timing (or not) leaves later stages' initialisation as it is.
+            with torch.random.fork_rng(devices=[]):
+                model = build_vit_subnet(
+                    arch, run.task_objs, run.image_size, self.patch_size, self.space.head_dim
+                )
             return measure_latency(
                 model, run.image_size, int(lcfg.batch_size), run.device, int(lcfg.warmup), int(lcfg.repeats)
             )
 
         out_channels = sorted((t, task.out_channels) for t, task in run.task_objs.items())
-        pooled = sorted(t for t, task in run.task_objs.items() if not task.dense)
+        pooled = sorted(image_level(run.task_objs))
         return self._latency(
             f"p{self.patch_size}|{out_channels}|pooled{pooled}|{arch_key(arch.to_dict())}", measure
         )
@@ -277,6 +284,15 @@ class OneShotMethod(Method):
 
     def train_supernet(self, run: Run) -> None:
         unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))
+        reused = self.supernet_ckpt or run.sources().get("supernet")
+        if reused and not (unit.dir / "last.ckpt").exists():
+            # This folder searches a supernet trained elsewhere (supernet_ckpt=, or recorded in sources.json when
+            # an earlier stage here was given one): training another would leave the search and the retrain on
+            # different supernets.
+            run.announce(f"supernet: using {reused} (trained in another run folder), not training one here")
+            if self.supernet_ckpt:
+                run.record_source("supernet", self.supernet_ckpt.resolve())
+            return
         module = self.supernet_module(run)
         if self.supernet.get("timm_init") and not (unit.dir / "last.ckpt").exists():
             self.init_from_timm(run, module)
@@ -341,6 +357,7 @@ class OneShotMethod(Method):
                 log,
                 random.Random(run.seed),
                 progress,
+                cost_keys=self.cost_keys(run),
             )
             self.strategy.run(problem)
         records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
@@ -348,8 +365,9 @@ class OneShotMethod(Method):
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
         best = select(records, self.strategy.select, self.strategy.objectives)
         arch = self._searched = ViTArch.from_dict(best["arch"])
+        fronts = self.fronts(run, records)  # on every process: costing may broadcast a latency measurement
         if run.is_writer:
-            run.write_json(done, self.fronts(run, records))
+            run.write_json(done, fronts)
             rule = "" if self.strategy.select == "best" else f" ({self.strategy.select} of the front)"
             header = (
                 f"# Chosen by {name} search{rule}: val Δm {best['delta_m']:+.2f} %, "
@@ -369,16 +387,17 @@ class OneShotMethod(Method):
 
     def fronts(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
         """`search/pareto.json`: the Δm-vs-cost front per measured cost, the front over Δm and all
-        `search.objectives` together, and that front's hypervolume."""
+        `search.objectives` together, and that front's hypervolume with its reference point."""
         objectives = list(self.strategy.objectives)
-        reference = self.cost(run, self.space.largest(task_specific=True))
+        largest = self.cost(run, self.space.largest(task_specific=True))
+        reference = hypervolume_reference(records, objectives, largest)
         out: dict[str, Any] = {
             k: pareto_front(records, k) for k in COST_FRONTS if all(k in r["cost"] for r in records)
         }
         out["objectives"] = objectives
         out["front"] = non_dominated(records, objectives)
         out["hypervolume"] = hypervolume(records, objectives, reference)
-        out["hypervolume_reference"] = {"delta_m": -100.0, **{o: 1.1 * reference[o] for o in objectives}}
+        out["hypervolume_reference"] = reference
         return out
 
     def retrain_arch(self, run: Run) -> None:
@@ -397,6 +416,33 @@ class OneShotMethod(Method):
         run.fit(unit, module, self.retrain.get("max_epochs"))
 
     # -- reporting ------------------------------------------------------------------------------------
+    def report(self, run: Run, results: Mapping[str, Any]) -> None:
+        """`pareto.png` again, with the retrained arch's test Δm in its title."""
+        from mtnas.report.pareto import plot_pareto
+
+        plot_pareto(PopulationLog(self.search_dir(run) / "population.jsonl"), run.out / "pareto.png", results)
+
+    def wandb_tables(self, run: Run, wandb: Any) -> dict[str, Any]:
+        """The whole population as a wandb table (one row per evaluated subnet) and the Pareto plot."""
+        recs = list(PopulationLog(self.search_dir(run) / "population.jsonl").records.values())
+        cols = ["params", "flops", "delta_m", "embed_dim", "depth", "task_specific_layers", "arch"]
+        rows = [
+            [
+                r["cost"]["params"],
+                r["cost"]["flops"],
+                r["delta_m"],
+                r["arch"]["embed_dim"],
+                r["arch"]["depth"],
+                sum(bool(layer["task_specific"]) for layer in r["arch"]["layers"]),
+                yaml.safe_dump(r["arch"]),
+            ]
+            for r in recs
+        ]
+        out = {"population": wandb.Table(columns=cols, data=rows)} if rows else {}
+        if (run.out / "pareto.png").exists():
+            out["pareto"] = wandb.Image(str(run.out / "pareto.png"))
+        return out
+
     def summary(self, run: Run) -> dict[str, Any]:
         from mtnas.utils.io import read_json
 

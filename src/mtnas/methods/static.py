@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError
 from mtnas.methods.base import Method
+from mtnas.utils.specs import check_spec
 
 if TYPE_CHECKING:
     from mtnas.run import Run
@@ -16,14 +17,27 @@ class StaticMethod(Method):
     stages = ("train",)
     final_folder = "train"
 
-    def __init__(self, name: str, model: Mapping[str, Any], arch: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: Mapping[str, Any],
+        space: Mapping[str, Any] | None = None,
+        supernet_ckpt: str | None = None,
+        arch: str | None = None,
+    ):
         super().__init__(name)
-        if arch is not None:
-            raise ConfigError(
-                "arch",
-                f"method={name} trains the model in `model` and has no arch to retrain; a searched arch.yaml "
-                "is retrained by its NAS method (e.g. method=autotaskformer with the space it came from).",
-            )
+        nas = "is for a NAS method (e.g. method=autotaskformer, which any ViT `space=` selects)"
+        for key, value, what in (
+            ("space", space, f"a search space {nas}; drop `method={name}` to search it"),
+            ("supernet_ckpt", supernet_ckpt, f"a supernet {nas}"),
+            ("arch", arch, f"an arch to retrain {nas}, with the space it came from"),
+        ):
+            if value is not None:
+                raise ConfigError(
+                    key, f"method={name} trains the model in `model` and searches nothing: {what}."
+                )
+        # The spec's settings are checked now (its backbone is built only when training starts).
+        check_spec(model, "model", runtime=("tasks", "image_size"))
         self.model = dict(model)
         backbone = (self.model.get("backbone") or {}).get("name")
         if backbone is not None:

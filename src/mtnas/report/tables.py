@@ -111,8 +111,8 @@ def search_summary(search: Mapping[str, Any]) -> list[str]:
         ]
         if search.get("hypervolume") is not None:
             lines.append(
-                f"Hypervolume of the front (Δm vs {', '.join(search['objectives'])}; reference Δm −100 %, "
-                f"1.1 × the largest arch's cost): {search['hypervolume']:.4f}."
+                f"Hypervolume of the front (Δm vs {', '.join(search['objectives'])}; reference Δm −100 % and "
+                f"1.1 × the largest arch's cost, search/pareto.json): {search['hypervolume']:.4f}."
             )
     else:
         lines = ["No search in this run folder."]

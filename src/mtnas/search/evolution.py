@@ -26,10 +26,14 @@ class EvolutionSearch(Strategy):
 
     def __post_init__(self):
         super().__post_init__()
-        for key in ("population", "top_k", "generations"):
-            positive_int(f"search.{key}", getattr(self, key))
-        for key in ("mutations", "crossovers"):
-            positive_int(f"search.{key}", getattr(self, key), minimum=0)
+        for key, minimum in (
+            ("population", 1),
+            ("top_k", 1),
+            ("generations", 1),
+            ("mutations", 0),
+            ("crossovers", 0),
+        ):
+            setattr(self, key, positive_int(f"search.{key}", getattr(self, key), minimum))
         if self.top_k > self.population:
             raise ConfigError(
                 "search.top_k", f"{self.top_k} is more than search.population={self.population}."
@@ -65,7 +69,7 @@ class RandomSearch(Strategy):
 
     def __post_init__(self):
         super().__post_init__()
-        positive_int("search.num_candidates", self.num_candidates)
+        self.num_candidates = positive_int("search.num_candidates", self.num_candidates)
 
     def run(self, problem: Problem) -> None:
         archs = [

@@ -32,8 +32,8 @@ class NSGA2Search(Strategy):
 
     def __post_init__(self):
         super().__post_init__()
-        positive_int("search.population", self.population, minimum=2)
-        positive_int("search.generations", self.generations)
+        self.population = positive_int("search.population", self.population, minimum=2)
+        self.generations = positive_int("search.generations", self.generations)
         if (
             isinstance(self.crossover_prob, bool)
             or not isinstance(self.crossover_prob, int | float)

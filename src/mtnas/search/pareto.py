@@ -59,34 +59,51 @@ def non_dominated(records: Sequence[Mapping[str, Any]], objectives: Sequence[str
     return sorted((dict(records[i]) for i in first), key=lambda r: (r["cost"][objectives[0]], -r["delta_m"]))
 
 
+def hypervolume_reference(
+    records: Sequence[Mapping[str, Any]], objectives: Sequence[str], largest: Mapping[str, float]
+) -> dict[str, float]:
+    """The hypervolume's reference point: Δm −100 % and, per objective, 1.1 × the largest arch's cost, or
+    the costliest record when that is higher (a measured latency can exceed the largest arch's timing)."""
+    worst = {o: max((float(r["cost"][o]) for r in records), default=0.0) for o in objectives}
+    return {
+        "delta_m": HV_REFERENCE_DELTA_M,
+        **{o: max(HV_REFERENCE_COST * float(largest[o]), worst[o]) for o in objectives},
+    }
+
+
 def hypervolume(
-    records: Sequence[Mapping[str, Any]], objectives: Sequence[str], reference_cost: Mapping[str, float]
+    records: Sequence[Mapping[str, Any]], objectives: Sequence[str], reference: Mapping[str, float]
 ) -> float:
-    """Hypervolume of the records' front in (Δm/100, cost / largest arch's cost) space, against the reference
-    point Δm = −100 % and 1.1 × the largest arch's cost: a number in [0, ~1.1^k] where larger is better; it
-    compares searches of one space (same reference) whatever their strategy."""
+    """Hypervolume of the records' front in (Δm / 100, cost / reference cost) space, against the reference
+    point (`hypervolume_reference`): the share of the box between the ideal point (Δm = 0, cost 0) and the
+    reference that the front dominates, plus more where Δm > 0. Larger is better; it compares searches of one
+    space whatever their strategy."""
     from pymoo.indicators.hv import HV
 
     if not records:
         return 0.0
-    scale = np.array([100.0, *(float(reference_cost[o]) for o in objectives)])
+    scale = np.array([100.0, *(float(reference[o]) for o in objectives)])
     points = objective_matrix(records, objectives) / scale
-    ref = np.array([-HV_REFERENCE_DELTA_M / 100.0, *([HV_REFERENCE_COST] * len(objectives))])
+    ref = np.array([-float(reference["delta_m"]) / 100.0, *([1.0] * len(objectives))])
     points = points[(points < ref).all(axis=1)]  # points beyond the reference add no volume
     return float(HV(ref_point=ref)(points)) if len(points) else 0.0
 
 
 def knee(front: Sequence[Mapping[str, Any]], cost_key: str) -> Mapping[str, Any]:
-    """The knee of a Δm-vs-cost front: with both axes scaled to [0, 1] over the front, the point farthest
-    above the chord from the cheapest to the best member (the largest gain per cost, then flattening)."""
+    """The knee of a Δm-vs-cost front: with both axes scaled to [0, 1] over the front, the member farthest
+    above the chord from the cheapest to the best member (where more cost starts to buy less Δm). A front
+    with no member above the chord (gains still growing with cost), or of two members or fewer, has no knee:
+    its best member is chosen."""
     if len(front) <= 2:
         return max(front, key=lambda r: r["delta_m"])
     cost = np.array([r["cost"][cost_key] for r in front], dtype=float)
     dm = np.array([r["delta_m"] for r in front], dtype=float)
     x = (cost - cost.min()) / max(cost.max() - cost.min(), 1e-12)
     y = (dm - dm.min()) / max(dm.max() - dm.min(), 1e-12)
-    # Distance above the chord from (0, 0) (cheapest, worst) to (1, 1) (dearest, best).
-    return front[int(np.argmax(y - x))]
+    above = y - x  # distance above the chord from (0, 0) (cheapest, worst) to (1, 1) (dearest, best), × √2
+    if above.max() <= 0:
+        return max(front, key=lambda r: r["delta_m"])
+    return front[int(np.argmax(above))]
 
 
 def select(records: Sequence[Mapping[str, Any]], rule: str, objectives: Sequence[str]) -> Mapping[str, Any]:

@@ -1,5 +1,9 @@
 """What a search strategy is given (`Problem`) and what every strategy is (`Strategy`).
 
+The space must offer `sample(rng)`, `mutate(arch, rng)`, `crossover(a, b, rng)` and `arch_from_dict(d)`;
+archs must offer `to_dict()`. A record in the log is `{"arch": dict, "cost": {params, flops, ...},
+"delta_m": float, "metrics": {...}}`.
+
 A method poses the problem: its space (sample / mutate / crossover), how a batch of archs is scored (val Δm),
 their cost, the budget, and the append-only population log. A strategy proposes archs and asks the problem
 to score them; archs already in the log are never scored again, so the log is the whole state of a search and
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +36,15 @@ class Problem:
     rng: random.Random
     progress: Callable[[int, int], None] = field(default=lambda done, total: None)
     max_tries: int = 500
+    cost_keys: Collection[str] = ()  # costs every record must have (records from an older search may not)
+
+    def __post_init__(self):
+        # A search resumed with a new cost (e.g. latency_ms added to the objectives) completes the cost of the
+        # records already in the log, in memory, without evaluating them again.
+        for record in self.log.records.values():
+            if not set(self.cost_keys) <= set(record["cost"]):
+                arch = self.space.arch_from_dict(record["arch"], source=self.log.path)
+                record["cost"] = {**self.cost(arch), **record["cost"]}
 
     def score(self, archs: Sequence) -> list[dict[str, Any]]:
         """Records for `archs` in order; only archs not yet in the log are evaluated (in one batch)."""
@@ -79,7 +92,7 @@ class Strategy(ABC):
     select: str = "best"
 
     def __post_init__(self):
-        optional_positive_int("search.val_batches", self.val_batches)
+        self.val_batches = optional_positive_int("search.val_batches", self.val_batches)
         objectives = list(self.objectives) if isinstance(self.objectives, Sequence) else None
         if (
             objectives is None
@@ -98,6 +111,11 @@ class Strategy(ABC):
             raise ConfigError(
                 "search.select", f"got {self.select!r}; expected one of {list(SELECTION_RULES)}."
             )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:  # how reports and arch.yaml name the strategy
+            cls.name = cls.__name__.lower().removesuffix("search")
 
     @abstractmethod
     def run(self, problem: Problem) -> None:

@@ -17,6 +17,8 @@ def build_space(spec: Mapping[str, Any], tasks: Sequence[str]):
 
     spec = as_dict(spec)
     if "_target_" not in spec and spec.get("name") == "vit":
-        spec = {"_target_": f"{ViTSpace.__module__}.ViTSpace", **spec}
-    spec.pop("name", None)
+        spec = {
+            "_target_": f"{ViTSpace.__module__}.ViTSpace",
+            **{k: v for k, v in spec.items() if k != "name"},
+        }
     return instantiate_spec(spec, "space", tasks=tuple(tasks))

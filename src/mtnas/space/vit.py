@@ -136,7 +136,7 @@ class ViTSpace:
             )
 
     # -- arch files ----------------------------------------------------------------------------------
-    def arch_from_dict(self, d: Mapping[str, Any], source: object = "the arch", key: str = "arch") -> ViTArch:
+    def arch_from_dict(self, d: Mapping[str, Any], source: object = "an arch", key: str = "arch") -> ViTArch:
         """The arch `d` describes, which must lie in this space (else a ConfigError at `key`)."""
         return self.require(ViTArch.from_dict(d), source, key)
 

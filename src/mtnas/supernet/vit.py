@@ -26,6 +26,7 @@ from mtnas.nn.elastic import (
     compile_blocks,
 )
 from mtnas.space.vit import ViTArch, ViTSpace
+from mtnas.tasks import image_level
 
 if TYPE_CHECKING:
     from mtnas.tasks import Task
@@ -174,7 +175,7 @@ class ViTCost:
             (image_size[0] // patch_size, image_size[1] // patch_size),
             patch_size,
             space.head_dim,
-            frozenset(t for t, task in tasks.items() if not task.dense),
+            image_level(tasks),
         )
 
     def __call__(self, arch: ViTArch) -> dict[str, int]:
@@ -426,7 +427,7 @@ def build_vit_subnet(
         int(patch_size),
         int(head_dim),
         int(num_levels),
-        frozenset(t for t, task in tasks.items() if not task.dense),
+        image_level(tasks),
     )
 
 

@@ -9,9 +9,12 @@ from mtnas.errors import ConfigError
 
 
 def positive_int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """`value` as an int ≥ `minimum`; an integral float (`2.0`, as YAML or the command line may give it)
+    counts as its int."""
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
         raise ConfigError(key, f"got {value!r}; expected an integer ≥ {minimum}.")
-    return value
+    return int(value)
 
 
 def optional_positive_int(key: str, value: Any) -> int | None:
