@@ -180,3 +180,36 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
     assert [p.name for p in history] == ["001", "002"]  # the refused reruns did nothing and are not kept
     assert "max_epochs=500" in (history[0] / "overrides.yaml").read_text()
     assert f"trainer.max_epochs: 500 → {done + 1}" in res.stderr and "not retrained" in res.stderr
+
+
+def test_a_second_process_on_a_run_folder_is_refused_and_a_killed_runs_lock_is_taken_over(
+    tmp_path, cache_dir
+):
+    import fcntl
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    args = [*TINY, "stage=evaluate", f"hydra.run.dir={run_dir}"]
+    holder = {
+        "pid": 4242,
+        "host": "gpu-node-7",
+        "since": "2026-11-30T05:00:00",
+        "command": "+experiment=demo",
+    }
+    with open(run_dir / ".lock", "w") as f:  # a live run holds the folder
+        f.write(json.dumps(holder))
+        f.flush()
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert (
+        "is in use by process 4242 on gpu-node-7 since 2026-11-30T05:00:00 (+experiment=demo)" in res.stderr
+    )
+    # The holder was killed: its lock file stays, but the kernel released the lock; the next run goes on (here
+    # to the missing checkpoints of this empty folder) and says whose lock it took over.
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 2 and "baselines.json is missing" in res.stderr, res.stderr[-2000:]
+    assert "taking over the lock of an ended run" in (run_dir / "cli.log").read_text()
+    assert (run_dir / ".lock").read_text() == ""  # released: nothing to report to the next run
+    assert os.getpid() != 4242

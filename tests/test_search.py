@@ -3,6 +3,7 @@ NSGA-II recovers a known front; hypervolume and the selection rules."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -283,3 +284,21 @@ def test_hypervolume_knee_and_selection():
         for i, (p, d) in enumerate([(1, 0.0), (2, 1.0), (3, 5.0)])
     ]
     assert knee(convex, "params")["arch"]["i"] == 2
+
+
+def test_a_torn_last_line_is_skipped_reported_and_cut_before_the_next_append(tmp_path, caplog):
+    """A kill or a full disk mid-write leaves a partial last line: it is skipped with a warning, and the next
+    append cuts it off instead of writing onto it, so the file keeps exactly one line per candidate."""
+    path = tmp_path / "population.jsonl"
+    log = PopulationLog(path)
+    log.append({"arch": {"a": 1}, "cost": {"params": 1}, "delta_m": 0.5})
+    log.append({"arch": {"a": 2}, "cost": {"params": 2}, "delta_m": 0.7})
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole.splitlines(keepends=True)[1][:17])  # a third record cut mid-write
+    with caplog.at_level("WARNING"):
+        resumed = PopulationLog(path)
+    assert len(resumed) == 2 and "ends in a torn line (17 bytes" in caplog.text
+    resumed.append({"arch": {"a": 3}, "cost": {"params": 3}, "delta_m": 0.9})
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["arch"]["a"] for line in lines] == [1, 2, 3]
+    assert len(PopulationLog(path)) == 3

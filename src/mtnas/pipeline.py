@@ -37,6 +37,10 @@ class Pipeline:
         self.run = Run(cfg, self.method)
 
     def __call__(self) -> float | None:
+        with self.run.locked():  # one process per run folder
+            return self._plan()
+
+    def _plan(self) -> float | None:
         run, method = self.run, self.method
         pl.seed_everything(run.seed, workers=True, verbose=False)
         plan = stage_plan(self.cfg.stage, method)

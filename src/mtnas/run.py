@@ -341,6 +341,62 @@ class Run:
             candidates += [run_dir / relative, self.sources(run_dir).get(kind)]
         return next((Path(c) for c in candidates if c and (Path(c) / marker).exists()), None)
 
+    # -- one process per run folder ------------------------------------------------------------------
+    LOCK = ".lock"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run folder for this invocation: a second `mtnas` on the same folder would train and
+        append everything twice. An OS lock (`flock`) on `.lock`, released by the kernel when the process
+        ends however it ends, so a killed run's lock is never stale; the file says who holds it. Under
+        DDP the launching process (rank 0) holds it for all ranks."""
+        if not self.is_writer:
+            yield
+            return
+        import fcntl
+        import json
+        import socket
+        import sys
+        from datetime import datetime
+
+        path = self.out / self.LOCK
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise MtnasError(f"cannot write in the run folder {self.out}: {err.strerror or err}.") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+                try:
+                    who = json.loads(holder)
+                    what = f"process {who['pid']} on {who['host']} since {who['since']} ({who['command']})"
+                except (ValueError, KeyError, TypeError):
+                    what = "another process"
+                raise MtnasError(
+                    f"the run folder {self.out} is in use by {what}. Wait until it ends (rerun then to continue "
+                    f"it), or start this run in another folder (hydra.run.dir=...)."
+                ) from None
+            stale = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            if stale:
+                log.info("run folder: taking over the lock of an ended run (%s)", stale)
+            me = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now().isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv[1:])[:500],
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # ended normally (or by an exception): nobody to report next time
+        finally:
+            os.close(fd)  # releases the lock
+
     # -- the run folder's records -------------------------------------------------------------------
     def keep_config_history(self) -> None:
         """Hydra rewrites `.hydra/config.yaml` on every run in a folder; keep each invocation's copy in
