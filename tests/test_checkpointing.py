@@ -133,3 +133,41 @@ def test_checkpoints_of_the_previous_version_load(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(loaded.model.eval()(x)["depth"], module.model.eval()(x)["depth"])
         assert loaded.hparams.model == model  # stored as it was; read as its spec
+
+
+def test_checkpoints_are_written_atomically_beside_their_target(tmp_path, monkeypatch):
+    """A checkpoint is written to a temp file in its own folder, then renamed; a write that fails (full disk)
+    leaves the previous checkpoint intact and no temp file, and says so in one paragraph."""
+    from mtnas.lit.checkpoint import RunFolderCheckpointIO
+
+    io = RunFolderCheckpointIO()
+    target = tmp_path / "unit" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, target)
+    assert torch.load(target)["epoch"] == 1 and [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+    def full_disk(obj, f):
+        f.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(MtnasError, match=r"cannot write checkpoint .*last.ckpt.*full disk"):
+        io.save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target)["epoch"] == 1 and [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_truncated_last_ckpt_names_the_file_and_what_to_do(tmp_path, cache_dir):
+    from .conftest import TINY, run_cli
+
+    run_dir = tmp_path / "run"
+    (run_dir / "train").mkdir(parents=True)
+    good = tmp_path / "good.ckpt"
+    torch.save({"hyper_parameters": {"tasks": ["semseg", "depth"], "model": {}}, "epoch": 0}, good)
+    (run_dir / "train" / "last.ckpt").write_bytes(good.read_bytes()[:-40])  # cut off mid-write
+    res = run_cli(
+        [*TINY, "tasks=[semseg,depth]", "stage=train", f"hydra.run.dir={run_dir}"], tmp_path, cache_dir
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "train/last.ckpt is not a checkpoint, or cannot be read" in res.stderr
+    assert "delete it and rerun" in res.stderr

@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mtnas.data.datamodule import MultiTaskDataModule
 from mtnas.errors import ConfigError, MtnasError
+from mtnas.lit.checkpoint import RunFolderCheckpointIO, read_checkpoint
 from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
 from mtnas.metrics.delta_m import check_baselines
 from mtnas.search.cost import count_flops, count_params, measure_latency
@@ -177,7 +178,7 @@ class Run:
             return info
         resumed_after = None
         if last.exists():
-            state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+            state = read_checkpoint(last)
             self.check_same_tasks(unit, (state.get("hyper_parameters") or {}).get("tasks"), last)
             resumed_after = int(state.get("epoch", 0)) + 1
             del state
@@ -247,7 +248,7 @@ class Run:
             if (d / "fit.json").exists():
                 self.check_same_tasks(unit, read_json(d / "fit.json").get("tasks"), d / "fit.json")
             elif (d / "last.ckpt").exists():
-                state = torch.load(d / "last.ckpt", map_location="cpu", weights_only=False, mmap=True)
+                state = read_checkpoint(d / "last.ckpt")
                 self.check_same_tasks(
                     unit, (state.get("hyper_parameters") or {}).get("tasks"), d / "last.ckpt"
                 )
@@ -285,6 +286,7 @@ class Run:
             callbacks.append(RichProgressBar(leave=True))
         return pl.Trainer(
             **kwargs,
+            plugins=[RunFolderCheckpointIO()],
             callbacks=callbacks,
             logger=logger,
             default_root_dir=str(unit.dir),

@@ -7,10 +7,13 @@ unpickling error or a KeyError from deep inside torch or Lightning.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mtnas.errors import ConfigError, MtnasError
 
@@ -33,6 +36,53 @@ def _fail(message: str, key: str | None) -> MtnasError:
     return ConfigError(key, message) if key else MtnasError(message)
 
 
+def read_checkpoint(path: Path, expected: str = "", key: str | None = None) -> dict:
+    """The raw checkpoint dict at `path` (memory-mapped: cheap), or one paragraph saying it cannot be read and
+    what to do about a run's own checkpoint that a kill or a full disk cut off."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-paragraph answer
+        raise _fail(
+            f"{path} is not a checkpoint, or cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]})"
+            + (f"; {expected}" if expected else "")
+            + ". If it is a run's own checkpoint cut off by a kill or a full disk, delete it and rerun: the "
+            "stage that writes it trains again (from its last.ckpt when that one is intact).",
+            key,
+        ) from None
+
+
+class RunFolderCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically on the run folder's own filesystem: a temp file beside the target,
+    fsync, then rename. (Lightning stages through the system temp folder and moves the file across
+    filesystems, which a full disk can leave truncated under the final name.) A write that fails (full disk,
+    read-only folder) is one paragraph naming the file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as err:
+            raise MtnasError(f"cannot write checkpoint {path}: {err.strerror or err}.") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            raise MtnasError(
+                f"cannot write checkpoint {path}: {str(err).splitlines()[0]} (a full disk or a read-only "
+                "folder?). The last complete checkpoint is kept; free space and rerun to continue."
+            ) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 def load_checkpoint(
     path: str | Path, kinds: tuple[Kind, ...], key: str | None = None, tasks: list[str] | None = None
 ):
@@ -42,15 +92,8 @@ def load_checkpoint(
     expected = " or ".join(_WHAT[k] for k in kinds)
     if not path.is_file():
         raise _fail(f"{path} does not exist; expected {expected}.", key)
-    try:
-        # Only the hyper-parameters are needed to tell the kind; the weights load below.
-        hparams = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters")
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-paragraph answer
-        raise _fail(
-            f"{path} is not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-            f"expected {expected}.",
-            key,
-        ) from None
+    # Only the hyper-parameters are needed to tell the kind; the weights load below.
+    hparams = read_checkpoint(path, f"expected {expected}", key).get("hyper_parameters")
     kind = checkpoint_kind(hparams or {})
     if kind not in kinds:
         found = {"supernet": _WHAT["supernet"], "model": _WHAT["model"]}.get(kind, "not an mtnas checkpoint")
