@@ -13,6 +13,7 @@ another rank may not have finished writing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -69,6 +70,7 @@ class Run:
             self.tasks,
             cache_dir=cfg.paths.cache_dir,
             progress=rank_zero_only.rank == 0,
+            seed=int(cfg.seed),
         )
         self.baselines: dict[str, Any] | None = None  # the baselines stage's result, once it ran
         self.baselines_dir = self._find_baselines_dir()
@@ -153,9 +155,15 @@ class Run:
         return found
 
     # -- training and testing a unit ----------------------------------------------------------------------
+    def seed_unit(self, unit: Unit) -> None:
+        """Seed everything from (`seed`, unit name) before a unit's model is built: its initial weights do not
+        depend on which stages ran before it in this process (`stage=` splits give a `stage=all` run's)."""
+        pl.seed_everything(unit_seed(self.seed, unit.name), workers=True, verbose=False)
+
     def lit_module(self, unit: Unit, model: Mapping[str, Any]) -> MultiTaskLitModule:
         """A static model (`model`: its `_target_` spec) trained on `unit.tasks`; multi-task units track
-        val Δm against the baselines when they exist."""
+        val Δm against the baselines when they exist. Seeded for its unit."""
+        self.seed_unit(unit)
         return MultiTaskLitModule(
             tasks=list(unit.tasks),
             available_tasks=self.available,
@@ -183,7 +191,7 @@ class Run:
             resumed_after = int(state.get("epoch", 0)) + 1
             del state
         monitor, mode = getattr(module, "monitor", (None, "min"))
-        callbacks = checkpoint_callbacks(unit.dir, monitor, mode)
+        callbacks = [EpochSeed(self.seed, unit.name), *checkpoint_callbacks(unit.dir, monitor, mode)]
         logger = self.logger(unit)
         unused = getattr(module, "uses_weight_subsets", False)
         trainer = self.trainer(unit, callbacks, logger, max_epochs, unused_parameters=unused)
@@ -470,6 +478,27 @@ class Run:
             yield lambda done, total: bar.update(task, completed=done, total=total)
         finally:
             bar.stop()
+
+
+def unit_seed(seed: int, *parts: object) -> int:
+    """A seed of its own for `parts` (a unit, an epoch), stable across processes and Python versions."""
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class EpochSeed(pl.Callback):
+    """Reseeds everything at the start of each training epoch from (`seed`, unit, epoch), before the epoch's
+    data order and augmentation are drawn: a run resumed from `last.ckpt` after epoch k draws exactly what
+    the uninterrupted run drew in epoch k + 1. (Persistent data workers, `data.num_workers > 0`, keep their
+    own random state across epochs, so their augmentation after a resume can differ.)"""
+
+    def __init__(self, seed: int, unit: str):
+        self.seed, self.unit = seed, unit
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        pl.seed_everything(
+            unit_seed(self.seed, self.unit, "epoch", trainer.current_epoch), workers=True, verbose=False
+        )
 
 
 def quiet_wandb() -> None:

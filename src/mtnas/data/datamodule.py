@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, default_collate
+import torch
+from torch.utils.data import DataLoader, Sampler, default_collate
 
 from mtnas.data.files import FileDataset
 from mtnas.data.formats import build_dataset
@@ -50,6 +51,25 @@ def collate_samples(samples: list[dict[str, Any]], tasks: Mapping[str, Task]) ->
     }
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order of `size` samples drawn from (`seed`, epoch) alone (Lightning calls `set_epoch` before
+    each training epoch). The global random state, and how many draws anything else took from it, play no
+    part: a run resumed at epoch k sees the order an uninterrupted run saw."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class MultiTaskDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -57,8 +77,10 @@ class MultiTaskDataModule(pl.LightningDataModule):
         tasks: list[str],
         cache_dir: str | Path,
         progress: bool = True,
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed
         self.cfg = dict(data_cfg)
         self.task_names = list(tasks)
         self.tasks = build_tasks(self.task_names, self.cfg["available_tasks"])
@@ -110,7 +132,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=bs,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            # The loader's own generator (worker seeds) leaves the global random state to the augmentation.
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             drop_last=shuffle,
             persistent_workers=workers > 0,

@@ -81,6 +81,10 @@ class SupernetLitModule(pl.LightningModule):
         )
         self.baselines_val = {k: dict(v) for k, v in (baselines_val or {}).items()}
 
+    def on_train_epoch_start(self) -> None:
+        # The archs an epoch samples depend only on (seed, epoch): a resumed run samples what it would have.
+        self.rng = random.Random(f"{self.hparams.seed}/archs/{self.current_epoch}")
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt = self.optimizers()
         opt.zero_grad()

@@ -293,6 +293,7 @@ class OneShotMethod(Method):
             if self.supernet_ckpt:
                 run.record_source("supernet", self.supernet_ckpt.resolve())
             return
+        run.seed_unit(unit)
         module = self.supernet_module(run)
         if self.supernet.get("timm_init") and not (unit.dir / "last.ckpt").exists():
             self.init_from_timm(run, module)

@@ -1,0 +1,78 @@
+"""Same seed, same result — whatever the process: a run split into `stage=` commands, or killed with
+SIGKILL and resumed, ends with the arch, population and test metrics of one uninterrupted `stage=all` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+RUN = [
+    *TINY,
+    "+experiment=demo",
+    "tasks=[semseg,depth]",
+    "logger=none",
+    "trainer.max_epochs=2",
+    "supernet.max_epochs=3",
+    "retrain.max_epochs=2",
+    "search.population=4",
+    "search.top_k=2",
+    "search.mutations=2",
+    "search.crossovers=2",
+    "search.generations=2",
+]
+
+
+def outcome(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {
+        "arch": (run_dir / "arch.yaml").read_text(),
+        "population": (run_dir / "search/population.jsonl").read_text(),
+        "test": {name: m["test"] for name, m in results["models"].items()},
+        "delta_m": results["models"]["multitask"]["delta_m"],
+    }
+
+
+def test_split_and_killed_runs_end_like_one_uninterrupted_run(tmp_path, cache_dir):
+    whole, split, killed = tmp_path / "whole", tmp_path / "split", tmp_path / "killed"
+    res = run_cli([*RUN, f"hydra.run.dir={whole}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    reference = outcome(whole)
+
+    # The same run as separate commands: each stage in a fresh process.
+    for stage in ("baselines", "supernet", "all"):
+        res = run_cli([*RUN, f"stage={stage}", f"hydra.run.dir={split}"], tmp_path, cache_dir)
+        assert res.returncode == 0, (stage, res.stderr[-3000:])
+    assert outcome(split) == reference
+
+    # Killed (SIGKILL: no cleanup at all) once the supernet has finished an epoch, then resumed.
+    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    exe = Path(sys.executable).parent / "mtnas"
+    proc = subprocess.Popen(
+        [str(exe), *RUN, f"hydra.run.dir={killed}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while (
+        not (killed / "supernet/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()  # it was killed before the end
+    res = run_cli([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert outcome(killed) == reference
