@@ -174,11 +174,14 @@ def test_arch_and_supernet_ckpt_files_are_checked_before_any_work(tmp_path):
     (tmp_path / "README.md").write_text("# Title\n*emphasis* and `code`\n")
     (tmp_path / "model.ckpt").write_bytes(bytes(range(128, 256)))
     (tmp_path / "wide.yaml").write_text(yaml.safe_dump({**good, "embed_dim": 56}))
+    half = {**good, "layers": [{**good["layers"][0], "num_heads": 2.5}, *good["layers"][1:]]}
+    (tmp_path / "half.yaml").write_text(yaml.safe_dump(half))
     (tmp_path / "arch.yaml").write_text(yaml.safe_dump(good))
     cases = [
         ("arch", "README.md", "is not an arch file"),
         ("arch", "model.ckpt", "is not an arch file"),
         ("arch", "wide.yaml", "embed_dim 56 is not one of the space's choices [48, 64]"),
+        ("arch", "half.yaml", "2.5 is not an integer"),  # never silently truncated to 2
         ("supernet_ckpt", "arch.yaml", "is not a checkpoint"),
     ]
     for key, name, says in cases:
@@ -186,3 +189,52 @@ def test_arch_and_supernet_ckpt_files_are_checked_before_any_work(tmp_path):
             validate(compose_cfg(["space=vit_demo", f"{key}={tmp_path / name}"]))
         assert e.value.key == key and says in str(e.value) and name in str(e.value), str(e.value)
     validate(compose_cfg(["space=vit_demo", f"arch={tmp_path / 'arch.yaml'}"]))
+
+
+def _numeric_keys(tree, prefix=""):
+    """Every number (or list of numbers) in a composed config, by dotted key."""
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numeric_keys(value, f"{full}.")
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            or isinstance(value, list)
+            and value
+            and all(isinstance(v, int | float) for v in value)
+        ):
+            yield full, value
+
+
+# -1 is a valid value of these: the out-of-range value to try instead.
+OUT_OF_RANGE = {"trainer.num_sanity_val_steps": -2}
+
+
+# Sections a recipe's method does not read (the one-shot method builds ViTs from `space`; the static method
+# searches nothing): their values change nothing, and are not checked there.
+UNUSED = {"demo": ("model.",), "synthetic_mtl": ("search.", "budget.")}
+
+
+def _cases():
+    for recipe in ("demo", "synthetic_mtl"):
+        cfg = OmegaConf.to_container(compose_cfg([f"+experiment={recipe}"]))  # interpolations stay strings
+        for key, value in _numeric_keys(cfg):
+            # Task parameters are checked per task type (test_tasks.py).
+            if not key.startswith(("data.available_tasks", "method.", *UNUSED[recipe])):
+                yield recipe, key, str(OUT_OF_RANGE.get(key, [-1] if isinstance(value, list) else -1))
+
+
+@pytest.mark.parametrize("recipe,key,bad", sorted(set(_cases())))
+def test_every_numeric_key_refuses_an_out_of_range_value(recipe, key, bad, tmp_path, cache_dir):
+    """Each number of every recipe's config, set out of range, is one ConfigError naming that key before any
+    training (global keys in `validate`, a method's own keys when it is built, a model's when it is checked)."""
+    from mtnas.run import Run
+
+    cfg = compose_cfg([f"+experiment={recipe}", f"{key}={bad}"], output_dir=tmp_path)
+    with pytest.raises(ConfigError) as e:
+        method = validate(cfg)
+        run = Run(cfg, method)
+        run.dm.setup()
+        method.check(run, ("baselines", *method.stages))
+    assert e.value.key == key, str(e.value)

@@ -46,3 +46,18 @@ def test_unknown_task_and_type_are_config_errors():
         build_tasks(["sky"], {"depth": {"type": "depth"}})
     with pytest.raises(ConfigError, match="available_tasks.x.type"):
         build_task("x", {"type": "telepathy"})
+
+
+@pytest.mark.parametrize(
+    "spec,says",
+    [
+        ({"type": "semseg", "num_classes": 0}, "positive integer"),
+        ({"type": "regression", "channels": -3}, "positive integer"),
+        ({"type": "edge", "pos_weight": 2.0}, "pos_weight"),
+        ({"type": "edge", "max_dist": 0}, "max_dist"),
+    ],
+)
+def test_out_of_range_task_parameters_name_the_task(spec, says):
+    with pytest.raises(ConfigError) as e:
+        build_task("t", spec)
+    assert e.value.key == "data.available_tasks.t" and says in str(e.value)

@@ -49,8 +49,8 @@ def validate(cfg: DictConfig) -> Method:
         ok = not isinstance(seed, bool | float) and str(int(seed)) == str(seed).strip()
     except (TypeError, ValueError):
         ok = False
-    if not ok:
-        raise ConfigError("seed", f"got {seed!r}; expected an integer.")
+    if not ok or not 0 <= int(seed) < 2**32:
+        raise ConfigError("seed", f"got {seed!r}; expected an integer in [0, 2**32).")
     from mtnas.data.formats import FORMATS
 
     name = OmegaConf.select(cfg, "data.name")
@@ -101,6 +101,7 @@ def validate(cfg: DictConfig) -> Method:
     _positive(cfg, "latency.repeats", int)
     _positive(cfg, "trainer.max_epochs", int)
     _positive(cfg, "data.batch_size", int)
+    _validate_ranges(cfg)
     _validate_accelerator(cfg)
     if cfg.data.get("synthetic") and not cfg.data.get("root"):
         for key in ("height", "width", "num_train", "num_val", "num_test"):
@@ -114,6 +115,76 @@ def validate(cfg: DictConfig) -> Method:
     from mtnas.methods.base import build_method
 
     return build_method(cfg)
+
+
+def _in_range(
+    cfg: DictConfig,
+    key: str,
+    low: float,
+    high: float = float("inf"),
+    *,
+    integer: bool = False,
+    below_high: bool = False,
+    optional: bool = True,
+) -> None:
+    """`key` is a number in [low, high] (or [low, high) with `below_high`); an int when `integer`."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None and optional:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = (
+        number
+        and (not integer or float(value).is_integer())
+        and low <= value
+        and (value < high if below_high else value <= high)
+    )
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        upper = "" if high == float("inf") else f", {'below' if below_high else 'at most'} {high:g}"
+        raise ConfigError(key, f"got {value!r}; expected {kind} ≥ {low:g}{upper}.")
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Range and type of the global numeric keys: no value is silently clipped, truncated or ignored."""
+    _in_range(cfg, "optim.weight_decay", 0)
+    _in_range(cfg, "optim.warmup_fraction", 0, 1, below_high=True)
+    _choice(cfg, "optim.scheduler", ("cosine", "none"))
+    _in_range(cfg, "data.eval_batch_size", 1, integer=True)
+    _in_range(cfg, "data.num_workers", 0, integer=True)
+    _in_range(cfg, "latency.warmup", 0, integer=True)
+    _in_range(cfg, "trainer.log_every_n_steps", 1, integer=True)
+    _in_range(cfg, "trainer.check_val_every_n_epoch", 1, integer=True)
+    _in_range(cfg, "trainer.num_sanity_val_steps", -1, integer=True)
+    for split in ("train", "val", "test"):
+        key = f"trainer.limit_{split}_batches"
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not (isinstance(value, float) and 0 < value <= 1):
+            _in_range(cfg, key, 1, integer=True)  # a batch count, or a fraction in (0, 1]
+    devices = OmegaConf.select(cfg, "trainer.devices", default=None)
+    if isinstance(devices, int | float) and not isinstance(devices, bool):
+        _in_range(cfg, "trainer.devices", 1, integer=True)
+    for key, low in (("data.scales", 1.0), ("data.image_size", 32)):
+        values = OmegaConf.select(cfg, key, default=None)
+        if values is None:
+            continue
+        values = OmegaConf.to_container(values) if OmegaConf.is_list(values) else values
+        what = (
+            "scale factors ≥ 1 (zoom-in crops)"
+            if key == "data.scales"
+            else "two integers ≥ 32: [height, width]"
+        )
+        if (
+            not isinstance(values, list)
+            or not values
+            or (
+                key == "data.image_size" and (len(values) != 2 or not all(isinstance(v, int) for v in values))
+            )
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= low for v in values)
+        ):
+            raise ConfigError(key, f"got {values!r}; expected a list of {what}.")
+    if cfg.data.get("synthetic") and not cfg.data.get("root"):
+        _in_range(cfg, "data.synthetic.seed", 0, integer=True)
+        _in_range(cfg, "data.synthetic.max_objects", 0, integer=True)
 
 
 def _validate_accelerator(cfg: DictConfig) -> None:

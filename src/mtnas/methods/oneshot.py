@@ -27,7 +27,7 @@ from mtnas.search.problem import Problem, Strategy
 from mtnas.space import ViTArch, build_space
 from mtnas.supernet.vit import ViTCost, build_vit_subnet, subnet_spec
 from mtnas.tasks import image_level
-from mtnas.utils.checks import one_of, optional_positive_int, positive_int
+from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
 from mtnas.utils.specs import as_dict, instantiate_spec
 
 if TYPE_CHECKING:
@@ -74,6 +74,12 @@ class OneShotMethod(Method):
         one_of("retrain.init", self.retrain.get("init"), RETRAIN_INITS)
         self.patch_size = positive_int("supernet.patch_size", self.supernet.get("patch_size"))
         optional_positive_int("supernet.max_epochs", self.supernet.get("max_epochs"))
+        positive_int("supernet.num_random", self.supernet.get("num_random", 2), minimum=0)
+        non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
+        if not isinstance(self.supernet.get("compile", False), bool):
+            raise ConfigError(
+                "supernet.compile", f"got {self.supernet['compile']!r}; expected true or false."
+            )
         optional_positive_int("retrain.max_epochs", self.retrain.get("max_epochs"))
         timm_init = self.supernet.get("timm_init")
         if timm_init is not None and (

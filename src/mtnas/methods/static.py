@@ -49,6 +49,25 @@ class StaticMethod(Method):
                     f"{backbone!r} is not a timm model name (see `timm.list_models()`).",
                 )
 
+    def check(self, run: Run, plan: tuple[str, ...]) -> None:
+        """Build the model once on the meta device (no memory, no weights read): a setting it cannot take
+        (e.g. `model.head.hidden=0`) is refused now, not when its first unit starts training."""
+        if not {"baselines", "train"} & set(plan):
+            return
+        import torch
+
+        from mtnas.lit.multitask import build_model
+
+        spec = {**self.model, "backbone": {**self.model.get("backbone", {}), "checkpoint": None}}
+        try:
+            with torch.device("meta"):
+                build_model(spec, run.task_objs, run.image_size)
+        except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+            raise ConfigError(
+                "model",
+                f"{self.model['_target_']} cannot be built with these settings: {str(err).splitlines()[0]}",
+            ) from None
+
     def run_stage(self, stage: str, run: Run) -> None:
         unit = run.multitask_unit(self.final_folder)
         run.fit(unit, run.lit_module(unit, self.model))

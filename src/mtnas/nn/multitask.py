@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from mtnas.nn.backbone import TimmBackbone
+from mtnas.utils.checks import positive_int
 
 if TYPE_CHECKING:
     from mtnas.tasks import Task
@@ -44,11 +45,15 @@ def build_multitask_net(
     """The model spec target of `conf/model/*.yaml`: `backbone: {name, ...timm kwargs}`, `head: {hidden, ...}`
     (each task builds its own head: `Task.build_head`), `min_reduction` (feature levels finer than this are
     not fed to the heads)."""
+    head = dict(head or {})
+    positive_int("model.min_reduction", min_reduction)
+    positive_int("model.head.hidden", head.get("hidden", 64))
+    positive_int("model.head.refine_layers", head.get("refine_layers", 1), minimum=0)
     bb_cfg = dict(backbone)
     body = TimmBackbone(bb_cfg.pop("name"), image_size, **bb_cfg)
     levels = [i for i, r in enumerate(body.reductions) if r >= int(min_reduction)] or [
         len(body.reductions) - 1
     ]
     in_ch = [body.channels[i] for i in levels]
-    heads = {t: task.build_head(in_ch, **dict(head or {})) for t, task in tasks.items()}
+    heads = {t: task.build_head(in_ch, **head) for t, task in tasks.items()}
     return MultiTaskNet(body, heads, levels)

@@ -18,6 +18,21 @@ import yaml
 from mtnas.errors import ConfigError
 
 
+def _is_choice(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return False
+    return isinstance(value, int) if integer else True
+
+
+def _exact_int(value: Any) -> int:
+    """An integer field of an arch file: `2` or `2.0`, never `2.5` silently truncated to 2."""
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ViTArch:
     """A complete description of one subnet; frozen and hashable (a dict key in search)."""
@@ -68,12 +83,12 @@ class ViTArch:
         try:
             layers = list(d["layers"])
             return cls(
-                embed_dim=int(d["embed_dim"]),
-                depth=int(d.get("depth", len(layers))),
-                num_heads=tuple(int(layer["num_heads"]) for layer in layers),
+                embed_dim=_exact_int(d["embed_dim"]),
+                depth=_exact_int(d.get("depth", len(layers))),
+                num_heads=tuple(_exact_int(layer["num_heads"]) for layer in layers),
                 mlp_ratio=tuple(float(layer["mlp_ratio"]) for layer in layers),
                 task_specific=tuple(frozenset(layer.get("task_specific", ())) for layer in layers),
-                head_hidden=tuple(sorted((str(t), int(h)) for t, h in d["head_hidden"].items())),
+                head_hidden=tuple(sorted((str(t), _exact_int(h)) for t, h in d["head_hidden"].items())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError("arch", f"not a valid ViT arch description ({e!r}).") from None
@@ -119,11 +134,26 @@ class ViTSpace:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         for key in ("embed_dims", "depths", "num_heads", "mlp_ratios", "head_hidden"):
             values = getattr(self, key)
-            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-                raise ConfigError(f"space.{key}", f"got {values!r}; expected a non-empty list of choices.")
+            integers = key != "mlp_ratios"
+            if (
+                not isinstance(values, Sequence)
+                or isinstance(values, str)
+                or not values
+                or not all(_is_choice(v, integers) for v in values)
+            ):
+                what = "positive integers" if integers else "positive numbers"
+                raise ConfigError(f"space.{key}", f"got {values!r}; expected a non-empty list of {what}.")
             object.__setattr__(self, key, tuple(sorted(values)))
         if self.specific_layers is not None:
-            object.__setattr__(self, "specific_layers", tuple(self.specific_layers))
+            layers = self.specific_layers
+            if isinstance(layers, str) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < max(self.depths) for i in layers
+            ):
+                raise ConfigError(
+                    "space.specific_layers",
+                    f"got {layers!r}; expected layer indices from 0 to {max(self.depths) - 1} (or null for all).",
+                )
+            object.__setattr__(self, "specific_layers", tuple(layers))
         if self.attn_head_dim is not None and self.attn_head_dim <= 0:
             raise ConfigError(
                 "space.attn_head_dim", f"got {self.attn_head_dim}; expected a positive integer."

@@ -32,6 +32,11 @@ class Task(ABC):
     default_delta_m_metrics: ClassVar[tuple[str, ...]]
 
     def __init__(self, name: str, out_channels: int, delta_m_metrics: list[str] | None = None):
+        if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1:
+            # build_task turns this into a ConfigError at data.available_tasks.<name>
+            raise TypeError(
+                f"its number of classes/channels must be a positive integer, got {out_channels!r}"
+            )
         self.name = name
         self.out_channels = out_channels
         self.delta_m_metrics = tuple(delta_m_metrics or self.default_delta_m_metrics)

@@ -52,6 +52,12 @@ class EdgeTask(Task):
         delta_m_metrics=None,
     ):
         super().__init__(name, 1, delta_m_metrics)
+        if pos_weight is not None and not 0 < pos_weight < 1:
+            raise TypeError(f"pos_weight must lie in (0, 1), got {pos_weight!r}")
+        if not 0 < max_dist < 1:
+            raise TypeError(
+                f"max_dist (a fraction of the image diagonal) must lie in (0, 1), got {max_dist!r}"
+            )
         self.pos_weight = pos_weight
         self.max_dist = max_dist
         self.ignore_index = ignore_index

@@ -21,6 +21,12 @@ def optional_positive_int(key: str, value: Any) -> int | None:
     return None if value is None else positive_int(key, value)
 
 
+def non_negative_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(key, f"got {value!r}; expected a number ≥ 0.")
+    return float(value)
+
+
 def one_of(key: str, value: Any, allowed: Sequence[Any]) -> Any:
     if value not in allowed:
         raise ConfigError(key, f"got {value!r}; expected one of {list(allowed)}.")
