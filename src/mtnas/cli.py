@@ -5,6 +5,7 @@ Nothing heavy is imported at module level, so `mtnas --help` answers without loa
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -15,6 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from mtnas.errors import MtnasError
+
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
 
 
 def config_dir() -> str:
@@ -95,6 +98,18 @@ def _run(cfg: DictConfig) -> float | None:
         except KeyboardInterrupt:
             report_interrupt(cfg.paths.output_dir)
             sys.exit(130)
+        except OSError as err:
+            if err.errno not in _STORAGE_ERRORS:
+                raise
+            # A full disk or a read-only / unwritable run folder: what happened and what is kept, no traceback.
+            report_error(
+                MtnasError(
+                    f"cannot write {err.filename or cfg.paths.output_dir}: {err.strerror}. Everything written "
+                    f"before is kept (artifacts are written atomically); free space or fix the folder's "
+                    f"permissions, then rerun with hydra.run.dir={cfg.paths.output_dir} to continue."
+                )
+            )
+            sys.exit(2)
         except SystemExit:
             if interrupt.seen:
                 report_interrupt(cfg.paths.output_dir)
