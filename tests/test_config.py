@@ -225,6 +225,22 @@ def _cases():
                 yield recipe, key, str(OUT_OF_RANGE.get(key, [-1] if isinstance(value, list) else -1))
 
 
+@pytest.mark.parametrize(
+    "recipe,key,bad",
+    [
+        # Numbers only real-data recipes set (data.num_human_parts and data.value_scaling.* are checked by
+        # their readers, test_data_pascal_context.py and test_data_taskonomy.py).
+        ("nyuv2_search", "data.image_size", "[288,0]"),
+        ("nyuv2_search", "search.val_batches", "0"),
+    ],
+)
+def test_real_data_recipes_refuse_out_of_range_values(recipe, key, bad, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the recipes' GPU trainer
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([f"+experiment={recipe}", f"data.root={tmp_path}", f"{key}={bad}"]))
+    assert e.value.key == key, str(e.value)
+
+
 @pytest.mark.parametrize("recipe,key,bad", sorted(set(_cases())))
 def test_every_numeric_key_refuses_an_out_of_range_value(recipe, key, bad, tmp_path, cache_dir):
     """Each number of every recipe's config, set out of range, is one ConfigError naming that key before any

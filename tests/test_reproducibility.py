@@ -55,24 +55,24 @@ def test_split_and_killed_runs_end_like_one_uninterrupted_run(tmp_path, cache_di
         assert res.returncode == 0, (stage, res.stderr[-3000:])
     assert outcome(split) == reference
 
-    # Killed (SIGKILL: no cleanup at all) once the supernet has finished an epoch, then resumed.
+    # Killed (SIGKILL: no cleanup at all) in the supernet's training, resumed and killed again in the search,
+    # then in the retrain, then resumed to the end.
     env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     exe = Path(sys.executable).parent / "mtnas"
-    proc = subprocess.Popen(
-        [str(exe), *RUN, f"hydra.run.dir={killed}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while (
-        not (killed / "supernet/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "results.json").exists()  # it was killed before the end
+    for point in ("supernet/last.ckpt", "search/population.jsonl", "retrain/last.ckpt"):
+        proc = subprocess.Popen(
+            [str(exe), *RUN, f"hydra.run.dir={killed}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while not (killed / point).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (killed / "results.json").exists(), point  # it was killed before the end
     res = run_cli([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     assert outcome(killed) == reference
