@@ -61,7 +61,10 @@ def export(ckpt: Path, arch_yaml: Path | None, out: Path, *, fmt: str = "module"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.touch()
     except OSError as err:
-        raise MtnasError(f"cannot write {out}: {err.strerror or err}.") from None
+        why = err.strerror or str(err)
+        if isinstance(err, FileExistsError | NotADirectoryError):
+            why = f"a part of {out.parent} is a file, not a folder"
+        raise MtnasError(f"cannot write {out}: {why}.") from None
     try:
         static, image_size = load_static_model(ckpt, arch_yaml, out)
         example = torch.rand(2, 3, *image_size)  # batch 2: a batch of 1 would be traced as a constant

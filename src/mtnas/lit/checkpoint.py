@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -40,11 +41,12 @@ def read_checkpoint(path: Path, expected: str = "", key: str | None = None) -> d
     """The raw checkpoint dict at `path` (memory-mapped: cheap), or one paragraph saying it cannot be read and
     what to do about a run's own checkpoint that a kill or a full disk cut off."""
     try:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
+            raise ValueError("not a complete zip archive, which torch.save writes")
         return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-paragraph answer
         raise _fail(
-            f"{path} is not a checkpoint, or cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]})"
+            f"{path} is not a checkpoint, or cannot be read ({str(err).splitlines()[0][:120]})"
             + (f"; {expected}" if expected else "")
             + ". If it is a run's own checkpoint cut off by a kill or a full disk, delete it and rerun: the "
             "stage that writes it trains again (from its last.ckpt when that one is intact).",
