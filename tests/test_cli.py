@@ -213,3 +213,14 @@ def test_a_second_process_on_a_run_folder_is_refused_and_a_killed_runs_lock_is_t
     assert "taking over the lock of an ended run" in (run_dir / "cli.log").read_text()
     assert (run_dir / ".lock").read_text() == ""  # released: nothing to report to the next run
     assert os.getpid() != 4242
+
+
+def test_an_unusable_run_folder_is_one_paragraph(tmp_path, cache_dir):
+    """A run folder under a file (or on a read-only filesystem) fails before Hydra sets up its log there."""
+    (tmp_path / "afile").write_text("x")
+    res = run_cli([*TINY, f"hydra.run.dir={tmp_path / 'afile' / 'run'}"], tmp_path, cache_dir)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert (
+        f"the run folder {tmp_path / 'afile' / 'run'} cannot be used: {tmp_path / 'afile'} is a file"
+        in res.stderr
+    )

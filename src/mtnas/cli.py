@@ -121,7 +121,32 @@ def _run(cfg: DictConfig) -> float | None:
             raise
 
 
+def _check_run_folder(argv: list[str]) -> None:
+    """A run folder given on the command line that cannot be written (a read-only filesystem, no
+    permission) would fail inside Hydra's log set-up with a traceback: say it in one paragraph first."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+            continue
+        folder = Path(value).expanduser()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            what = (
+                "is not a folder"
+                if not existing.is_dir()
+                else "cannot be written (read-only or no permission)"
+            )
+            report_error(
+                MtnasError(
+                    f"the run folder {folder} cannot be used: {existing} {what}. Copy the run to a "
+                    f"writable place and rerun with {key}=<the copy>, or choose another {key}."
+                )
+            )
+            sys.exit(2)
+
+
 def main() -> None:
+    _check_run_folder(sys.argv[1:])
     _run()
 
 
