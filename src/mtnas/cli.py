@@ -131,17 +131,12 @@ def _check_run_folder(argv: list[str]) -> None:
         folder = Path(value).expanduser()
         existing = next(p for p in (folder, *folder.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            what = (
-                "is not a folder"
-                if not existing.is_dir()
-                else "cannot be written (read-only or no permission)"
-            )
-            report_error(
-                MtnasError(
-                    f"the run folder {folder} cannot be used: {existing} {what}. Copy the run to a "
-                    f"writable place and rerun with {key}=<the copy>, or choose another {key}."
-                )
-            )
+            if existing.is_dir():
+                why = f"{existing} cannot be written (a read-only filesystem, or no permission)"
+                fix = f"copy the run to a writable place and rerun with {key}=<the copy>, or choose another {key}"
+            else:
+                why, fix = f"{existing} is a file, not a folder", f"choose another {key}"
+            report_error(MtnasError(f"the run folder {folder} cannot be used: {why}; {fix}."))
             sys.exit(2)
 
 
