@@ -53,13 +53,17 @@ def _trainer(callbacks, max_epochs):
 
 
 @pytest.mark.parametrize("monitor", [None, "val/score"])
-def test_last_ckpt_after_every_epoch_and_resume(tmp_path, monitor):
+@pytest.mark.parametrize("stop", [1, 2])
+def test_last_ckpt_after_every_epoch_and_resume(tmp_path, monitor, stop):
+    """Interrupted before epoch `stop` and resumed: training continues from last.ckpt, and best.ckpt stays
+    the best epoch's (the score gets worse every epoch) — also when the interruption came right after the
+    epoch that set the best."""
     data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
     with pytest.raises(_Interrupted):
         callbacks = checkpoint_callbacks(tmp_path, monitor, "max")
-        _trainer([*callbacks, _InterruptAt(2)], 5).fit(_Tiny(), data, data)
-    # Two epochs finished before the interruption: a rerun must not start from scratch.
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
+        _trainer([*callbacks, _InterruptAt(stop)], 5).fit(_Tiny(), data, data)
+    # The epochs finished before the interruption: a rerun must not start from scratch.
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == stop - 1
     if monitor:
         assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 0
 
@@ -67,7 +71,7 @@ def test_last_ckpt_after_every_epoch_and_resume(tmp_path, monitor):
     trainer = _trainer(callbacks, 4)
     trainer.fit(_Tiny(), data, data, ckpt_path=str(tmp_path / "last.ckpt"))
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 3
-    assert callbacks[-1].best_model_path.endswith("best.ckpt" if monitor else "last.ckpt")
+    assert callbacks[0].best_model_path.endswith("best.ckpt" if monitor else "last.ckpt")
     if monitor:
         assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 0
 

@@ -30,6 +30,7 @@ RUN = [
     "search.mutations=2",
     "search.crossovers=2",
     "search.generations=2",
+    "data.num_workers=2",  # augmentation in persistent data workers, resumed too
 ]
 
 

@@ -200,8 +200,11 @@ class Run:
         else:
             self.announce(f"{unit.name}: training on {list(unit.tasks)} → {unit.dir}")
         started = time.perf_counter()
+        # The epoch this fit starts at, known before Lightning builds the first data iterator (data workers
+        # prefetch as soon as it exists, before any epoch hook runs); EpochSeed moves it on each epoch.
+        self.dm.set_epoch(resumed_after or 0)
         trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
-        best = callbacks[-1].best_model_path or str(last)
+        best = callbacks[1].best_model_path or str(last)  # [EpochSeed, best or last, (last)]
         val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
         info = {
             "unit": unit.name,
@@ -487,15 +490,22 @@ def unit_seed(seed: int, *parts: object) -> int:
 
 
 class EpochSeed(pl.Callback):
-    """Reseeds everything at the start of each training epoch from (`seed`, unit, epoch), before the epoch's
-    data order and augmentation are drawn: a run resumed from `last.ckpt` after epoch k draws exactly what
-    the uninterrupted run drew in epoch k + 1. (Persistent data workers, `data.num_workers > 0`, keep their
-    own random state across epochs, so their augmentation after a resume can differ.)"""
+    """At the start of each training epoch: tells the data module the epoch (its data order and augmentation
+    are drawn from (seed, epoch, sample) alone, in any data worker) and reseeds everything else from
+    (`seed`, unit, epoch): a run resumed from `last.ckpt` after epoch k draws exactly what the uninterrupted
+    run drew in epoch k + 1."""
 
     def __init__(self, seed: int, unit: str):
         self.seed, self.unit = seed, unit
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Persistent data workers may start on the next epoch's batches before its start hook runs.
+        if hasattr(trainer.datamodule, "set_epoch"):
+            trainer.datamodule.set_epoch(trainer.current_epoch + 1)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if hasattr(trainer.datamodule, "set_epoch"):
+            trainer.datamodule.set_epoch(trainer.current_epoch)
         pl.seed_everything(
             unit_seed(self.seed, self.unit, "epoch", trainer.current_epoch), workers=True, verbose=False
         )
@@ -515,8 +525,12 @@ def close_logger(logger) -> None:
 
 
 def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
-    """`last.ckpt` after every epoch (what a rerun resumes from), plus `best.ckpt` by `monitor` when given.
-    Two callbacks: Lightning's `save_last` writes nothing without a top-k save (e.g. a supernet)."""
+    """`last.ckpt` after every epoch (what a rerun resumes from), plus `best.ckpt` by `monitor` when given,
+    as `[best, last]` (the first one's `best_model_path` is the checkpoint to use). Two callbacks: Lightning's
+    `save_last` writes nothing without a top-k save (e.g. a supernet). `best` runs first, so the `last.ckpt`
+    of an epoch holds the best score including that epoch: a run resumed from it keeps the best checkpoint
+    an uninterrupted run would keep (saved the other way round, a resume after the epoch that set the best
+    forgot it, and the next epoch replaced best.ckpt whatever its score)."""
     last = ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)
     if monitor is None:
         return [last]
@@ -529,7 +543,7 @@ def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    return [last, best]
+    return [best, last]
 
 
 def _brief(val: dict[str, Any]) -> str:

@@ -52,18 +52,15 @@ def collate_samples(samples: list[dict[str, Any]], tasks: Mapping[str, Task]) ->
 
 
 class EpochShuffle(Sampler[int]):
-    """A random order of `size` samples drawn from (`seed`, epoch) alone (Lightning calls `set_epoch` before
-    each training epoch). The global random state, and how many draws anything else took from it, play no
+    """A random order of `size` samples drawn from (`seed`, epoch) alone, where `epoch` is the data module's
+    shared epoch counter. The global random state, and how many draws anything else took from it, play no
     part: a run resumed at epoch k sees the order an uninterrupted run saw."""
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, epoch: torch.Tensor):
+        self.size, self.seed, self.epoch = size, seed, epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + int(self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -81,6 +78,8 @@ class MultiTaskDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.seed = seed
+        # The training epoch, in shared memory so that data workers (persistent ones too) see it.
+        self.epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self.cfg = dict(data_cfg)
         self.task_names = list(tasks)
         self.tasks = build_tasks(self.task_names, self.cfg["available_tasks"])
@@ -101,11 +100,17 @@ class MultiTaskDataModule(pl.LightningDataModule):
             transform = None
             if split == "train" and self.cfg.get("augment", True):
                 transform = Compose(
-                    [RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()]
+                    [RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()],
+                    seed=self.seed,
+                    epoch=self.epoch,
                 )
             cfg = {**self.cfg, "image_size": self.image_size}
             self.datasets[split] = build_dataset(cfg, root, split, self.task_names, transform)
         return self.datasets[split]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of each training epoch: the data order and augmentation follow it."""
+        self.epoch.fill_(epoch)
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
@@ -132,7 +137,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=bs,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            sampler=EpochShuffle(len(dataset), self.seed, self.epoch) if shuffle else None,
             # The loader's own generator (worker seeds) leaves the global random state to the augmentation.
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,

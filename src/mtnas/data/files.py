@@ -316,7 +316,7 @@ class FileDataset(Dataset, ABC):
                     stacklevel=2,
                 )
                 continue
-            return self.transform(sample, self.kinds) if self.transform is not None else sample
+            return self.transform(sample, self.kinds, index=index) if self.transform is not None else sample
         raise DataError(self.root, f"no readable sample in the {self.split} split.")
 
 

@@ -1,11 +1,15 @@
 """Joint augmentations that keep every target consistent with the image.
 
 A sample is `dict[str, Tensor]` in channel-first layout; `kinds` maps each key to its task type
-(`mtnas.data.files.KINDS`), which decides how it is resampled and transformed.
+(`mtnas.data.files.KINDS`), which decides how it is resampled and transformed. Random choices come from the
+`generator` given (the global generator when None): `Compose` with a `seed` draws each sample's from
+(seed, epoch, sample index), so the augmentation of a sample does not depend on which process or data worker
+loads it, nor on what was drawn before — a resumed run augments exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -23,14 +27,16 @@ class RandomScaleCrop:
     def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5)):
         self.scales = tuple(float(s) for s in scales)
 
-    def __call__(self, sample: dict[str, Tensor], kinds: Mapping[str, str]) -> dict[str, Tensor]:
-        s = self.scales[int(torch.randint(len(self.scales), ()))]
+    def __call__(
+        self, sample: dict[str, Tensor], kinds: Mapping[str, str], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        s = self.scales[int(torch.randint(len(self.scales), (), generator=generator))]
         if s == 1.0:
             return sample
         h, w = sample["image"].shape[-2:]
         ch, cw = int(h / s), int(w / s)
-        i = int(torch.randint(h - ch + 1, ()))
-        j = int(torch.randint(w - cw + 1, ()))
+        i = int(torch.randint(h - ch + 1, (), generator=generator))
+        j = int(torch.randint(w - cw + 1, (), generator=generator))
         out = {}
         for key, x in sample.items():
             if kinds[key] not in SPATIAL:
@@ -47,8 +53,10 @@ class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5):
         self.p = p
 
-    def __call__(self, sample: dict[str, Tensor], kinds: Mapping[str, str]) -> dict[str, Tensor]:
-        if float(torch.rand(())) >= self.p:
+    def __call__(
+        self, sample: dict[str, Tensor], kinds: Mapping[str, str], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        if float(torch.rand((), generator=generator)) >= self.p:
             return sample
         out = {}
         for key, x in sample.items():
@@ -64,10 +72,26 @@ class RandomHorizontalFlip:
 
 
 class Compose:
-    def __init__(self, transforms: Sequence):
-        self.transforms = list(transforms)
+    """Transforms in order. With `seed` (and `epoch`, a shared one-element tensor the data module sets each
+    training epoch, visible to data workers), each sample's random draws come from (seed, epoch, index)."""
 
-    def __call__(self, sample: dict[str, Tensor], kinds: Mapping[str, str]) -> dict[str, Tensor]:
+    def __init__(self, transforms: Sequence, seed: int | None = None, epoch: Tensor | None = None):
+        self.transforms = list(transforms)
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(
+        self, sample: dict[str, Tensor], kinds: Mapping[str, str], index: int | None = None
+    ) -> dict[str, Tensor]:
+        generator = None
+        if self.seed is not None and index is not None:
+            epoch = int(self.epoch) if self.epoch is not None else 0
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         for t in self.transforms:
-            sample = t(sample, kinds)
+            sample = t(sample, kinds, generator)
         return sample
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed of its own per (seed, epoch, sample): stable across processes and workers."""
+    digest = hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF
