@@ -68,6 +68,9 @@ def test_multitask_training_beats_constant_predictors(tmp_path, cache_dir):
     const = _constant_predictor_metrics(p.dm, p.task_objs)
     assert val["semseg"]["miou"] > 1.5 * const["semseg"]["miou"], (val, const)
     assert val["semseg"]["pixel_acc"] > const["semseg"]["pixel_acc"] + 0.1
-    assert val["depth"]["abs_err"] < 0.7 * const["depth"]["abs_err"]
+    # Depth is the slowest of the three to learn in 8 epochs: its ratio to the constant predictor measured
+    # 0.63-0.75 over seeds 0-3 (normals 0.47-0.48), so 0.8 leaves room for seed noise, not for a trainer
+    # that does not learn (ratio ~1).
+    assert val["depth"]["abs_err"] < 0.8 * const["depth"]["abs_err"]
     assert val["normal"]["mean"] < 0.7 * const["normal"]["mean"]
     assert OmegaConf.select(cfg, "tasks")[0] == "semseg"
