@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mtnas.data.files import FileDataset
 from mtnas.data.formats import build_dataset
@@ -67,6 +67,61 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+class AlternatingBatches(Sampler[list[int]]):
+    """Batches that alternate between two disjoint subsets of a split: `rounds[0]` batches of `subsets[0]`,
+    then `rounds[1]` of `subsets[1]`, and so on (AutoMTL's weight and policy steps); each batch's samples
+    are `(subset, index)` pairs (`SubsetTagged` puts the subset into the batch). Each subset is cycled in
+    an order drawn from (seed, epoch, subset); the phase runs on across epochs, so batch k of the whole fit
+    always comes from the same subset, however the fit is split by resumes."""
+
+    def __init__(
+        self,
+        subsets: tuple[list[int], list[int]],
+        rounds: tuple[int, int],
+        batch_size: int,
+        seed: int,
+        epoch: torch.Tensor,
+    ):
+        self.subsets, self.rounds, self.batch_size = subsets, rounds, batch_size
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return sum(len(s) // self.batch_size for s in self.subsets)
+
+    def phase(self, step: int) -> int:
+        """0 (first subset) or 1 (second) for batch `step` of the whole fit."""
+        return int(step % sum(self.rounds) >= self.rounds[0])
+
+    def __iter__(self):
+        epoch = int(self.epoch)
+        orders, cursors = [], [0, 0]
+        for k, subset in enumerate(self.subsets):
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch * 7 + k)
+            orders.append([subset[i] for i in torch.randperm(len(subset), generator=g).tolist()])
+        first = epoch * len(self)
+        for step in range(first, first + len(self)):
+            k = self.phase(step)
+            order, bs = orders[k], self.batch_size
+            if cursors[k] + bs > len(order):
+                cursors[k] = 0
+            yield [(k, i) for i in order[cursors[k] : cursors[k] + bs]]
+            cursors[k] += bs
+
+
+class SubsetTagged(Dataset):
+    """Samples addressed as (subset, index), each carrying its `subset` (0 or 1) into the batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
+        subset, index = item
+        return {**self.dataset[index], "subset": subset}
+
+
 class MultiTaskDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -86,6 +141,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.progress = progress
         self.datasets: dict[str, FileDataset] = {}
+        self.alternating: tuple[tuple[list[int], list[int]], tuple[int, int]] | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -147,7 +203,37 @@ class MultiTaskDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.alternating is not None:
+            return self._alternating_loader(*self.alternating)
         return self._loader("train", shuffle=True)
+
+    def split_train(self, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """Two disjoint subsets of the train split, drawn from `seed` alone: `fraction` of it, and the rest."""
+        n = len(self._dataset("train"))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        cut = min(n - 1, max(1, round(fraction * n)))
+        return sorted(order[:cut]), sorted(order[cut:])
+
+    def _alternating_loader(
+        self, subsets: tuple[list[int], list[int]], rounds: tuple[int, int]
+    ) -> DataLoader:
+        bs = int(self.cfg["batch_size"])
+        for k, subset in enumerate(subsets):
+            if len(subset) < bs:
+                raise ConfigError(
+                    "data.batch_size",
+                    f"is {bs} but train subset {k + 1} of 2 has only {len(subset)} samples (the split for "
+                    "alternating weight and policy steps): use a smaller batch or a larger train split.",
+                )
+        workers = int(self.cfg.get("num_workers", 0))
+        return DataLoader(
+            SubsetTagged(self._dataset("train")),
+            batch_sampler=AlternatingBatches(subsets, rounds, bs, self.seed, self.epoch),
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=partial(collate_samples, tasks=self.tasks),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -18,9 +18,10 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mtnas.errors import ConfigError, MtnasError
 
-Kind = Literal["supernet", "model"]
+Kind = Literal["supernet", "policy", "model"]
 _WHAT = {
     "supernet": "a supernet checkpoint (a run's supernet/last.ckpt)",
+    "policy": "a block-policy supernet checkpoint (an automtl run's policy/last.ckpt or pretrain/last.ckpt)",
     "model": "a trained model checkpoint (a run's retrain/, train/ or baselines/<task>/ best.ckpt or last.ckpt)",
 }
 
@@ -28,6 +29,8 @@ _WHAT = {
 def checkpoint_kind(hparams: dict) -> Kind | None:
     if "space" in hparams and "supernet" in hparams:
         return "supernet"
+    if "policy" in hparams and "model" in hparams:
+        return "policy"
     if "model" in hparams and "tasks" in hparams:
         return "model"
     return None
@@ -98,7 +101,7 @@ def load_checkpoint(
     hparams = read_checkpoint(path, f"expected {expected}", key).get("hyper_parameters")
     kind = checkpoint_kind(hparams or {})
     if kind not in kinds:
-        found = {"supernet": _WHAT["supernet"], "model": _WHAT["model"]}.get(kind, "not an mtnas checkpoint")
+        found = _WHAT.get(kind, "not an mtnas checkpoint")
         raise _fail(f"{path} is {found.split(' (')[0]}; expected {expected}.", key)
     trained = list(hparams["tasks"])
     if tasks is not None and sorted(trained) != sorted(tasks):
@@ -109,6 +112,8 @@ def load_checkpoint(
         )
     if kind == "supernet":
         from mtnas.lit.supernet import SupernetLitModule as cls
+    elif kind == "policy":
+        from mtnas.lit.policy import PolicyLitModule as cls
     else:
         from mtnas.lit.multitask import MultiTaskLitModule as cls
     return cls.load_from_checkpoint(path, map_location="cpu")

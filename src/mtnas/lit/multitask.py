@@ -118,18 +118,23 @@ class MultiTaskLitModule(pl.LightningModule):
         return adamw_warmup_cosine(self, self.hparams.optim)
 
 
-def adamw_warmup_cosine(module: pl.LightningModule, cfg: Mapping[str, Any]):
-    """AdamW, then per step a linear warm-up and cosine decay over the whole run (`optim` config).
+def adamw_warmup_cosine(
+    module: pl.LightningModule, cfg: Mapping[str, Any], params=None, steps_fraction: float = 1.0
+):
+    """AdamW (on `params`, default all the module's), then per step a linear warm-up and cosine decay over the
+    whole run (`optim` config); `steps_fraction` of the batches are steps of this optimizer.
 
     A plain function of the step (not a stateful scheduler like OneCycleLR), so resuming with a larger
     max_epochs stretches the schedule instead of failing: the step count is restored from the
     checkpoint, the length is recomputed."""
     opt = torch.optim.AdamW(
-        module.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))
+        module.parameters() if params is None else params,
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
     )
     if cfg.get("scheduler", "cosine") == "none":
         return opt
-    total = max(1, int(module.trainer.estimated_stepping_batches))
+    total = max(1, int(module.trainer.estimated_stepping_batches * steps_fraction))
     warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

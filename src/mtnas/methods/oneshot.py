@@ -15,31 +15,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mtnas.errors import ConfigError, MtnasError
-from mtnas.methods.base import Method
+from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
 from mtnas.run import Unit
 from mtnas.search.budget import Budget, sample_within
-from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front, select
+from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Problem, Strategy
 from mtnas.space import ViTArch, build_space
-from mtnas.supernet.vit import ViTCost, build_vit_subnet, subnet_spec
-from mtnas.tasks import image_level
+from mtnas.supernet.vit import ViTCost, subnet_spec
 from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
 from mtnas.utils.specs import as_dict, instantiate_spec
 
 if TYPE_CHECKING:
     from mtnas.run import Run
 
-RETRAIN_INITS = ("inherited", "scratch")
-COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm against each cost that was measured
 
-
-class OneShotMethod(Method):
+class OneShotMethod(SearchMethod):
     stages = ("supernet", "search", "retrain")
-    final_folder = "retrain"
 
     def __init__(
         self,
@@ -69,6 +62,8 @@ class OneShotMethod(Method):
         self.space = build_space(self.space_spec, self.tasks)
         self.budget = Budget.from_config(budget)
         self.strategy: Strategy = instantiate_spec(search, "search", lenient=True)
+        self.objectives, self.select_rule = self.strategy.objectives, self.strategy.select
+        self.search_name = self.strategy.name
         self.supernet = dict(supernet)
         self.retrain = dict(retrain)
         one_of("retrain.init", self.retrain.get("init"), RETRAIN_INITS)
@@ -106,21 +101,11 @@ class OneShotMethod(Method):
                 "supernet_ckpt",
                 f"{supernet_ckpt} is not a checkpoint; expected a supernet checkpoint (a run's supernet/last.ckpt).",
             )
-        self._searched: ViTArch | None = None  # held in memory: other DDP ranks must not read arch.yaml early
-        self._latency = None
 
     # -- run folder ---------------------------------------------------------------------------------
     @staticmethod
     def supernet_dir(run: Run) -> Path:
         return run.out / "supernet"
-
-    @staticmethod
-    def search_dir(run: Run) -> Path:
-        return run.out / "search"
-
-    @staticmethod
-    def arch_path(run: Run) -> Path:
-        return run.out / "arch.yaml"
 
     def trained_dirs(self, run: Run) -> list[Path]:
         return [run.out / self.final_folder, self.supernet_dir(run)]
@@ -134,62 +119,14 @@ class OneShotMethod(Method):
             runs.append(arch_dir.parent if arch_dir.name == "retrain" else arch_dir)
         return runs
 
-    def describe_arch(self, arch: Mapping[str, Any]) -> str:
-        return ViTArch.from_dict(arch).describe()
-
     # -- cost ---------------------------------------------------------------------------------------
-    def measures_latency(self, run: Run) -> bool:
-        return (
-            self.budget.limits_latency
-            or bool(run.cfg.latency.get("in_search", False))
-            or "latency_ms" in self.strategy.objectives
-        )
-
-    def cost_keys(self, run: Run) -> tuple[str, ...]:
-        return ("params", "flops", "latency_ms") if self.measures_latency(run) else ("params", "flops")
-
     def analytic_cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
         return ViTCost.of(self.space, run.task_objs, run.image_size, self.patch_size)(arch)
 
-    def cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
-        """Analytic params and FLOPs; plus measured `latency_ms` when the budget or the objectives need it
-        (or `latency.in_search=true`), timed once per arch and device and cached in the cache folder."""
-        cost = self.analytic_cost(run, arch)
-        if self.measures_latency(run):
-            cost["latency_ms"] = self.latency(run, arch)
-        return cost
-
-    def latency(self, run: Run, arch: ViTArch) -> float:
-        import torch
-
-        from mtnas.search.cost import measure_latency
-        from mtnas.search.latency import LatencyTable
-
-        lcfg = run.cfg.latency
-        if self._latency is None:
-            self._latency = LatencyTable(
-                Path(run.cfg.paths.cache_dir) / "latency.json",
-                run.device,
-                int(lcfg.batch_size),
-                run.image_size,
-            )
-
-        def measure() -> float:
-            # Latency does not depend on the weights: a fresh static subnet of this arch is timed, built with
-            # the random state set aside, so that timing (or not) leaves later stages' initialisation as it is.
-            with torch.random.fork_rng(devices=[]):
-                model = build_vit_subnet(
-                    arch, run.task_objs, run.image_size, self.patch_size, self.space.head_dim
-                )
-            return measure_latency(
-                model, run.image_size, int(lcfg.batch_size), run.device, int(lcfg.warmup), int(lcfg.repeats)
-            )
-
+    def latency_key(self, run: Run, arch: ViTArch) -> str:
         out_channels = sorted((t, task.out_channels) for t, task in run.task_objs.items())
-        pooled = sorted(image_level(run.task_objs))
-        return self._latency(
-            f"p{self.patch_size}|{out_channels}|pooled{pooled}|{arch_key(arch.to_dict())}", measure
-        )
+        pooled = sorted(t for t, task in run.task_objs.items() if not task.dense)
+        return f"p{self.patch_size}|{out_channels}|pooled{pooled}|{arch_key(arch.to_dict())}"
 
     # -- checks before any work ---------------------------------------------------------------------
     def check(self, run: Run, plan: tuple[str, ...]) -> None:
@@ -227,6 +164,9 @@ class OneShotMethod(Method):
     # -- models -------------------------------------------------------------------------------------
     def subnet_model(self, arch: ViTArch) -> dict[str, Any]:
         return subnet_spec(arch, self.patch_size, self.space.head_dim)
+
+    def inherited_weights(self, run: Run, arch: ViTArch) -> dict[str, Any]:
+        return self.load_supernet(run).net.extract(arch).state_dict()
 
     def baseline_model(self, run: Run) -> dict[str, Any]:
         """Single-task baselines are the space's largest arch, trained alone (as in AutoTaskFormer)."""
@@ -370,21 +310,10 @@ class OneShotMethod(Method):
         records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
         if not records:
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
-        best = select(records, self.strategy.select, self.strategy.objectives)
-        arch = self._searched = ViTArch.from_dict(best["arch"])
-        fronts = self.fronts(run, records)  # on every process: costing may broadcast a latency measurement
-        if run.is_writer:
-            run.write_json(done, fronts)
-            rule = "" if self.strategy.select == "best" else f" ({self.strategy.select} of the front)"
-            header = (
-                f"# Chosen by {name} search{rule}: val Δm {best['delta_m']:+.2f} %, "
-                f"{best['cost']['params'] / 1e6:.3f} M params, {best['cost']['flops'] / 1e9:.4f} GFLOPs.\n"
-                "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
-            )
-            run.write_text(arch_path, header + yaml.safe_dump(arch.to_dict(), sort_keys=False))
-            from mtnas.report.pareto import plot_pareto
-
-            plot_pareto(log, run.out / "pareto.png", experiment=run.cfg.experiment_name)
+        best = select(records, self.select_rule, self.objectives)
+        rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
+        self.write_choice(run, log, records, best, f"{name} search{rule}")
+        arch = self._searched
         run.announce(
             f"search: {len(log)} subnets evaluated ({len(log) - already} new) in "
             f"{time.perf_counter() - started:.0f} s, "
@@ -392,90 +321,9 @@ class OneShotMethod(Method):
             f"→ {arch_path}"
         )
 
-    def fronts(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """`search/pareto.json`: the Δm-vs-cost front per measured cost, the front over Δm and all
-        `search.objectives` together, and that front's hypervolume with its reference point."""
-        objectives = list(self.strategy.objectives)
-        largest = self.cost(run, self.space.largest(task_specific=True))
-        reference = hypervolume_reference(records, objectives, largest)
-        out: dict[str, Any] = {
-            k: pareto_front(records, k) for k in COST_FRONTS if all(k in r["cost"] for r in records)
-        }
-        out["objectives"] = objectives
-        out["front"] = non_dominated(records, objectives)
-        out["hypervolume"] = hypervolume(records, objectives, reference)
-        out["hypervolume_reference"] = reference
-        return out
-
-    def retrain_arch(self, run: Run) -> None:
-        """Retrain `arch=` when given, else the arch the search just chose, else the run's arch.yaml."""
-        if self.arch_file is not None:
-            arch = self.space.read_arch(self.arch_file)
-        else:
-            arch = self._searched or self.space.read_arch(self.arch_path(run))
-        unit = run.multitask_unit(self.final_folder)
-        if not (unit.dir / "fit.json").exists():
-            # A record beside the weights of exactly what was trained (arch= files may change later).
-            run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
-        module = run.lit_module(unit, self.subnet_model(arch))
-        if self.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
-            module.model.load_state_dict(self.load_supernet(run).net.extract(arch).state_dict())
-        run.fit(unit, module, self.retrain.get("max_epochs"))
-
-    # -- reporting ------------------------------------------------------------------------------------
-    def report(self, run: Run, results: Mapping[str, Any]) -> None:
-        """`pareto.png` again, with the retrained arch's test Δm in its title."""
-        from mtnas.report.pareto import plot_pareto
-
-        plot_pareto(PopulationLog(self.search_dir(run) / "population.jsonl"), run.out / "pareto.png", results)
-
-    def wandb_tables(self, run: Run, wandb: Any) -> dict[str, Any]:
-        """The whole population as a wandb table (one row per evaluated subnet) and the Pareto plot."""
-        recs = list(PopulationLog(self.search_dir(run) / "population.jsonl").records.values())
-        cols = ["params", "flops", "delta_m", "embed_dim", "depth", "task_specific_layers", "arch"]
-        rows = [
-            [
-                r["cost"]["params"],
-                r["cost"]["flops"],
-                r["delta_m"],
-                r["arch"]["embed_dim"],
-                r["arch"]["depth"],
-                sum(bool(layer["task_specific"]) for layer in r["arch"]["layers"]),
-                yaml.safe_dump(r["arch"]),
-            ]
-            for r in recs
-        ]
-        out = {"population": wandb.Table(columns=cols, data=rows)} if rows else {}
-        if (run.out / "pareto.png").exists():
-            out["pareto"] = wandb.Image(str(run.out / "pareto.png"))
-        return out
-
-    def summary(self, run: Run) -> dict[str, Any]:
-        from mtnas.utils.io import read_json
-
-        pareto = self.search_dir(run) / "pareto.json"
-        fronts = read_json(pareto) if pareto.exists() else {}
-        # What was evaluated: the retrained model's record first, else what a retrain would train.
-        candidates = [run.out / self.final_folder / "arch.yaml", self.arch_file or self.arch_path(run)]
-        arch_file = next((f for f in candidates if f.exists()), None)
-        log = PopulationLog(self.search_dir(run) / "population.jsonl")
-        arch = self.space.read_arch(arch_file) if arch_file else None
-        searched = log.get(arch.to_dict()) if arch else None  # None for a hand-written arch never evaluated
-        front = [{**r, "line": self.describe_arch(r["arch"])} for r in fronts.get("params", [])]
+    def arch_columns(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "arch": arch.to_dict() if arch else None,
-            "arch_line": arch.describe() if arch else None,
-            "arch_file": str(
-                arch_file.relative_to(run.out) if arch_file.is_relative_to(run.out) else arch_file
-            )
-            if arch_file
-            else None,
-            "searched": {"delta_m": searched["delta_m"], "cost": searched["cost"]} if searched else None,
-            "evaluated": len(log),
-            "strategy": self.strategy.name,
-            "select": self.strategy.select,
-            "objectives": fronts.get("objectives", list(self.strategy.objectives)),
-            "hypervolume": fronts.get("hypervolume"),
-            "pareto_params": front,
-            "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
+            "embed_dim": arch["embed_dim"],
+            "depth": arch["depth"],
+            "task_specific_layers": sum(bool(layer["task_specific"]) for layer in arch["layers"]),
         }

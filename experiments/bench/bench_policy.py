@@ -1,0 +1,127 @@
+"""AutoMTL: a policy-training step vs one hard-sharing step of the same backbone and tasks, and the throughput
+of an extracted subnet vs the static hard-sharing net of about its params.
+
+Rows (ratios measured in one run):
+- weight step / policy step (hard, straight-through Gumbel; only the chosen options run): with tasks on identical
+  paths sharing activations it should cost about as many backbone passes as the arch has distinct paths;
+- soft policy step (every option of every block, mixed): the 3 × T backbone passes hard sampling avoids;
+- extracted subnet forward vs hard sharing, for an arch with one task specific in the second half of the net.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from mtnas.lit.multitask import MultiTaskLitModule
+from mtnas.search.cost import count_params
+from mtnas.supernet.policy import PolicySupernet
+
+AVAILABLE = {
+    "semseg": {"type": "semseg", "num_classes": 7},
+    "depth": {"type": "depth"},
+    "normal": {"type": "normal"},
+}
+
+
+def _median(fn, repeats: int) -> float:
+    times = []
+    for i in range(repeats + 2):
+        t = time.perf_counter()
+        fn()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: int = 16, repeats: int = 6):
+    torch.manual_seed(0)
+    tasks_list = list(AVAILABLE)
+    static = MultiTaskLitModule(
+        tasks_list,
+        AVAILABLE,
+        {
+            "_target_": "mtnas.nn.multitask.build_multitask_net",
+            "backbone": {"name": backbone},
+            "head": {"hidden": 32},
+        },
+        {"lr": 1e-3},
+        {"weighting": "fixed"},
+        size,
+    )
+    tasks = static.tasks
+    net = PolicySupernet({"name": backbone}, tasks, size, {"hidden": 32}, 4)
+    b = batch_size
+    batch = {
+        "image": torch.rand(b, 3, *size),
+        "semseg": torch.randint(0, 7, (b, *size)),
+        "depth": torch.rand(b, 1, *size) + 0.5,
+        "normal": torch.nn.functional.normalize(torch.randn(b, 3, *size), dim=1),
+    }
+
+    def loss(preds):
+        return sum(task.loss(preds[t], batch[t]) for t, task in tasks.items())
+
+    def hard_sharing_step():
+        static.zero_grad()
+        total, _ = static._losses(static(batch["image"]), batch)
+        total.backward()
+
+    paths = []
+
+    def hard_policy_step():
+        net.zero_grad()
+        gates = net.gumbel_gates(tau=5.0)
+        arch = net.arch_of(gates.detach().argmax(-1))
+        paths.append(
+            len(
+                {
+                    tuple(
+                        arch.option(i, t) if arch.option(i, t) != "specific" else t
+                        for i in range(len(arch.nodes))
+                    )
+                    for t in arch.tasks
+                }
+            )
+        )
+        loss(net(batch["image"], gates=gates)).backward()
+
+    def soft_policy_step():
+        net.zero_grad()
+        gates = torch.nn.functional.gumbel_softmax(net.policy_logits, tau=5.0, hard=False, dim=-1)
+        loss(net.forward_soft(batch["image"], gates)).backward()
+
+    base = _median(hard_sharing_step, repeats)
+    hard = _median(hard_policy_step, repeats)
+    soft = _median(soft_policy_step, max(2, repeats // 2))
+    # Extracted subnet: depth specific in the second half of the blocks, everything else shared.
+    half = len(net.space.nodes) // 2
+    arch = net.space.arch(lambda i, t: "specific" if (t == "depth" and i >= half) else "shared")
+    sub = net.extract(arch).eval()
+    static.eval()
+    with torch.no_grad():
+        fwd_sub = _median(lambda: sub(batch["image"]), repeats)
+        fwd_static = _median(lambda: static(batch["image"]), repeats)
+    rows = [
+        ("hard-sharing step (fwd+bwd)", base, "1.00"),
+        (
+            f"policy step, hard Gumbel (mean {statistics.mean(paths):.1f} distinct paths of {len(tasks)} tasks)",
+            hard,
+            f"{hard / base:.2f}",
+        ),
+        (f"policy step, soft (all 3 options × {len(tasks)} tasks)", soft, f"{soft / base:.2f}"),
+        ("hard-sharing forward (eval)", fwd_static, "1.00"),
+        (
+            f"extracted subnet forward ({count_params(sub) / 1e6:.2f} M vs {count_params(static.model) / 1e6:.2f} M params)",
+            fwd_sub,
+            f"{fwd_sub / fwd_static:.2f}",
+        ),
+    ]
+    return rows
+
+
+if __name__ == "__main__":
+    for row in main():
+        print(row)

@@ -1,0 +1,238 @@
+"""What every searching method shares: the search folder and its fronts, `arch.yaml`, the retrain of the
+chosen arch, cost with measured latency, and the search part of the report, `results.json` and wandb.
+
+A subclass sets `space` (with `largest`, `read_arch`, `arch_from_dict`), `objectives` and `select_rule`, and
+defines `subnet_model(arch)` (the static model spec of an arch), `analytic_cost(run, arch)` and
+`inherited_weights(run, arch)` (the state dict a retrain with `retrain.init=inherited` starts from).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mtnas.methods.base import Method
+from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front
+from mtnas.search.population import PopulationLog, arch_key
+from mtnas.tasks import image_level
+
+if TYPE_CHECKING:
+    from mtnas.run import Run
+
+RETRAIN_INITS = ("inherited", "scratch")
+COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm against each cost that was measured
+
+
+class SearchMethod(Method):
+    final_folder = "retrain"
+    space: Any
+    objectives: tuple[str, ...] = ("params",)
+    select_rule: str = "best"
+    search_name: str = "search"
+    retrain: dict[str, Any]
+    arch_file: Path | None = None
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self._searched = None  # held in memory: other DDP ranks must not read arch.yaml early
+        self._latency = None
+
+    # -- run folder ---------------------------------------------------------------------------------
+    @staticmethod
+    def search_dir(run: Run) -> Path:
+        return run.out / "search"
+
+    @staticmethod
+    def arch_path(run: Run) -> Path:
+        return run.out / "arch.yaml"
+
+    def describe_arch(self, arch: Mapping[str, Any]) -> str:
+        return type(self.space.largest()).from_dict(arch).describe()
+
+    # -- models and cost ----------------------------------------------------------------------------
+    @abstractmethod
+    def subnet_model(self, arch) -> dict[str, Any]:
+        """The model spec (`_target_` mapping) of `arch` as a static model."""
+
+    @abstractmethod
+    def analytic_cost(self, run: Run, arch) -> dict[str, float]:
+        """Params and FLOPs of `arch` without building it."""
+
+    @abstractmethod
+    def inherited_weights(self, run: Run, arch) -> dict[str, Any]:
+        """The state dict of `arch`'s static model with the search's trained weights."""
+
+    def measures_latency(self, run: Run) -> bool:
+        return (
+            self.budget.limits_latency
+            or bool(run.cfg.latency.get("in_search", False))
+            or ("latency_ms" in self.objectives)
+        )
+
+    def cost_keys(self, run: Run) -> tuple[str, ...]:
+        return ("params", "flops", "latency_ms") if self.measures_latency(run) else ("params", "flops")
+
+    def cost(self, run: Run, arch) -> dict[str, float]:
+        """Analytic params and FLOPs; plus measured `latency_ms` when the budget or the objectives need it
+        (or `latency.in_search=true`), timed once per arch and device and cached in the cache folder."""
+        cost = self.analytic_cost(run, arch)
+        if self.measures_latency(run):
+            cost["latency_ms"] = self.latency(run, arch)
+        return cost
+
+    def latency_key(self, run: Run, arch) -> str:
+        spec = {k: v for k, v in self.subnet_model(arch).items() if k != "arch"}
+        out_channels = sorted((t, task.out_channels) for t, task in run.task_objs.items())
+        pooled = sorted(image_level(run.task_objs))
+        return (
+            f"{yaml.safe_dump(spec, sort_keys=True)}|{out_channels}|pooled{pooled}|{arch_key(arch.to_dict())}"
+        )
+
+    def latency(self, run: Run, arch) -> float:
+        import torch
+
+        from mtnas.lit.multitask import build_model
+        from mtnas.search.cost import measure_latency
+        from mtnas.search.latency import LatencyTable
+
+        lcfg = run.cfg.latency
+        if self._latency is None:
+            self._latency = LatencyTable(
+                Path(run.cfg.paths.cache_dir) / "latency.json",
+                run.device,
+                int(lcfg.batch_size),
+                run.image_size,
+            )
+
+        def measure() -> float:
+            # Latency does not depend on the weights: a fresh static model of this arch is timed, built with
+            # the random state set aside, so that timing (or not) leaves later stages' initialisation as it is.
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(self.subnet_model(arch), run.task_objs, run.image_size)
+            return measure_latency(
+                model, run.image_size, int(lcfg.batch_size), run.device, int(lcfg.warmup), int(lcfg.repeats)
+            )
+
+        return self._latency(self.latency_key(run, arch), measure)
+
+    # -- the chosen arch ------------------------------------------------------------------------------
+    def fronts(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """`search/pareto.json`: the Δm-vs-cost front per measured cost, the front over Δm and all
+        `objectives` together, and that front's hypervolume with its reference point."""
+        objectives = list(self.objectives)
+        largest = self.cost(run, self.space.largest(task_specific=True))
+        reference = hypervolume_reference(records, objectives, largest)
+        out: dict[str, Any] = {
+            k: pareto_front(records, k) for k in COST_FRONTS if all(k in r["cost"] for r in records)
+        }
+        out["objectives"] = objectives
+        out["front"] = non_dominated(records, objectives)
+        out["hypervolume"] = hypervolume(records, objectives, reference)
+        out["hypervolume_reference"] = reference
+        return out
+
+    def write_choice(
+        self, run: Run, log: PopulationLog, records: list[dict[str, Any]], best, how: str
+    ) -> None:
+        """The search's artifacts: `search/pareto.json`, `arch.yaml` (with how it was chosen) and `pareto.png`.
+        Costing runs on every process (a latency measurement may broadcast); only rank 0 writes."""
+        self._searched = self.space.arch_from_dict(best["arch"], source=log.path)
+        fronts = self.fronts(run, records)
+        if not run.is_writer:
+            return
+        run.write_json(self.search_dir(run) / "pareto.json", fronts)
+        header = (
+            f"# Chosen by {how}: val Δm {best['delta_m']:+.2f} %, "
+            f"{best['cost']['params'] / 1e6:.3f} M params, {best['cost']['flops'] / 1e9:.4f} GFLOPs.\n"
+            "# Edit freely and retrain with: stage=retrain arch=<this file>\n"
+        )
+        run.write_text(
+            self.arch_path(run), header + yaml.safe_dump(self._searched.to_dict(), sort_keys=False)
+        )
+        from mtnas.report.pareto import plot_pareto
+
+        plot_pareto(log, run.out / "pareto.png", experiment=run.cfg.experiment_name)
+
+    def searched_arch(self, run: Run):
+        """`arch=` when given, else the arch the search just chose, else the run's arch.yaml."""
+        if self.arch_file is not None:
+            return self.space.read_arch(self.arch_file)
+        return self._searched or self.space.read_arch(self.arch_path(run))
+
+    def retrain_arch(self, run: Run) -> None:
+        arch = self.searched_arch(run)
+        unit = run.multitask_unit(self.final_folder)
+        if not (unit.dir / "fit.json").exists():
+            # A record beside the weights of exactly what was trained (arch= files may change later).
+            run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
+        module = run.lit_module(unit, self.subnet_model(arch))
+        if self.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
+            module.model.load_state_dict(self.inherited_weights(run, arch))
+        run.fit(unit, module, self.retrain.get("max_epochs"))
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def report(self, run: Run, results: Mapping[str, Any]) -> None:
+        """`pareto.png` again, with the retrained arch's test Δm in its title."""
+        from mtnas.report.pareto import plot_pareto
+
+        plot_pareto(PopulationLog(self.search_dir(run) / "population.jsonl"), run.out / "pareto.png", results)
+
+    def arch_columns(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """Method-specific columns of the wandb population table."""
+        return {}
+
+    def wandb_tables(self, run: Run, wandb: Any) -> dict[str, Any]:
+        """The whole population as a wandb table (one row per evaluated subnet) and the Pareto plot."""
+        recs = list(PopulationLog(self.search_dir(run) / "population.jsonl").records.values())
+        out: dict[str, Any] = {}
+        if recs:
+            extra = list(self.arch_columns(recs[0]["arch"]))
+            cols = ["params", "flops", "delta_m", *extra, "arch"]
+            rows = [
+                [
+                    r["cost"]["params"],
+                    r["cost"]["flops"],
+                    r["delta_m"],
+                    *self.arch_columns(r["arch"]).values(),
+                    yaml.safe_dump(r["arch"]),
+                ]
+                for r in recs
+            ]
+            out["population"] = wandb.Table(columns=cols, data=rows)
+        if (run.out / "pareto.png").exists():
+            out["pareto"] = wandb.Image(str(run.out / "pareto.png"))
+        return out
+
+    def summary(self, run: Run) -> dict[str, Any]:
+        from mtnas.utils.io import read_json
+
+        pareto = self.search_dir(run) / "pareto.json"
+        fronts = read_json(pareto) if pareto.exists() else {}
+        # What was evaluated: the retrained model's record first, else what a retrain would train.
+        candidates = [run.out / self.final_folder / "arch.yaml", self.arch_file or self.arch_path(run)]
+        arch_file = next((f for f in candidates if f.exists()), None)
+        log = PopulationLog(self.search_dir(run) / "population.jsonl")
+        arch = self.space.read_arch(arch_file) if arch_file else None
+        searched = log.get(arch.to_dict()) if arch else None  # None for a hand-written arch never evaluated
+        front = [{**r, "line": self.describe_arch(r["arch"])} for r in fronts.get("params", [])]
+        return {
+            "arch": arch.to_dict() if arch else None,
+            "arch_line": arch.describe() if arch else None,
+            "arch_file": str(
+                arch_file.relative_to(run.out) if arch_file.is_relative_to(run.out) else arch_file
+            )
+            if arch_file
+            else None,
+            "searched": {"delta_m": searched["delta_m"], "cost": searched["cost"]} if searched else None,
+            "evaluated": len(log),
+            "strategy": self.search_name,
+            "select": self.select_rule,
+            "objectives": fronts.get("objectives", list(self.objectives)),
+            "hypervolume": fronts.get("hypervolume"),
+            "pareto_params": front,
+            "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
+        }
