@@ -45,13 +45,20 @@ def test_extracted_subnet_equals_the_supernet_and_its_cost_is_counted(backbone):
     assert net.cost(shared)["params"] == count_params(static)
     x = torch.randn(2, 3, *SIZE)
     rng = random.Random(0)
-    for arch in [shared, net.space.largest(), net.space.smallest(), *(net.space.sample(rng) for _ in range(2))]:
+    for arch in [
+        shared,
+        net.space.largest(),
+        net.space.smallest(),
+        *(net.space.sample(rng) for _ in range(2)),
+    ]:
         sub = net.extract(arch).eval()
         with torch.no_grad():
             want, got = net(x, arch), sub(x)
         for t in tasks:
             torch.testing.assert_close(got[t], want[t], rtol=1e-5, atol=1e-6)
-        assert net.cost(arch) == {"params": count_params(sub), "flops": count_flops(sub, SIZE)}, arch.describe()
+        assert net.cost(arch) == {"params": count_params(sub), "flops": count_flops(sub, SIZE)}, (
+            arch.describe()
+        )
 
 
 def test_options_build_what_they_say():
@@ -100,7 +107,9 @@ def test_arch_yaml_round_trip_and_space_checks(tmp_path):
     with pytest.raises(ConfigError, match="another backbone"):
         other.space.read_arch(path)
     spec = policy_subnet_spec(arch, {"backbone": {"name": "resnet18"}, "head": {"hidden": 8}})
-    rebuilt = build_policy_subnet(**{k: v for k, v in spec.items() if k != "_target_"}, tasks=tasks, image_size=SIZE)
+    rebuilt = build_policy_subnet(
+        **{k: v for k, v in spec.items() if k != "_target_"}, tasks=tasks, image_size=SIZE
+    )
     assert count_params(rebuilt) == net.cost(arch)["params"]
 
 
@@ -116,7 +125,11 @@ def test_regulariser_and_expected_cost_match_hand_computed_values():
     for v in range(depth):
         for t in range(num_tasks):
             sp, sh, sk = float(g[v, t, 1]), float(g[v, t, 0]), float(g[v, t, 2])
-            want += (depth - v) / depth * (math.log1p(math.exp(s * (sp - sh))) + math.log1p(math.exp(s * (sk - sh))))
+            want += (
+                (depth - v)
+                / depth
+                * (math.log1p(math.exp(s * (sp - sh))) + math.log1p(math.exp(s * (sk - sh))))
+            )
     assert float(net.sharing_regulariser(s).detach()) == pytest.approx(want, rel=1e-5)
     # Expected params: every arch's exact params weighted by its probability (2 tasks, tiny enumeration per node).
     p = F.softmax(g, -1)
@@ -218,5 +231,7 @@ def test_every_automtl_key_refuses_a_bad_value(tmp_path, override, key):
     cfg = compose_cfg(["+experiment=automtl_demo", override], output_dir=tmp_path)
     with pytest.raises(ConfigError) as err:
         method = build_method(cfg)
-        method.check(Run(cfg, method), ("derive",))  # the backbone is split at check (it needs the image size)
+        method.check(
+            Run(cfg, method), ("derive",)
+        )  # the backbone is split at check (it needs the image size)
     assert f"`{key}`" in str(err.value)

@@ -31,7 +31,9 @@ def test_every_experiment_composes_and_validates(name, tmp_path, monkeypatch):
         cfg.data.root = None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GPU recipes are valid on GPU machines
     method = validate(cfg)
-    if hasattr(method, "strategy"):  # a strategy-searching recipe runs with every strategy (others' keys ignored)
+    if hasattr(
+        method, "strategy"
+    ):  # a strategy-searching recipe runs with every strategy (others' keys ignored)
         for strategy in ("nsga2", "random"):
             other = compose_cfg([f"+experiment={name}", f"data.root={tmp_path}", f"search={strategy}"])
             if other.data.name == "synthetic":

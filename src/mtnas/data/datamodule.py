@@ -150,19 +150,20 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         resolve_root(self.cfg, self.cache_dir, self.progress)  # generates synthetic data once (rank 0)
 
-    def _dataset(self, split: str) -> FileDataset:
-        if split not in self.datasets:
+    def _dataset(self, split: str, augment: bool = True) -> FileDataset:
+        key = split if augment else f"{split}/plain"
+        if key not in self.datasets:
             root = resolve_root(self.cfg, self.cache_dir, progress=False)
             transform = None
-            if split == "train" and self.cfg.get("augment", True):
+            if split == "train" and augment and self.cfg.get("augment", True):
                 transform = Compose(
                     [RandomScaleCrop(self.cfg.get("scales", (1.0, 1.2, 1.5))), RandomHorizontalFlip()],
                     seed=self.seed,
                     epoch=self.epoch,
                 )
             cfg = {**self.cfg, "image_size": self.image_size}
-            self.datasets[split] = build_dataset(cfg, root, split, self.task_names, transform)
-        return self.datasets[split]
+            self.datasets[key] = build_dataset(cfg, root, split, self.task_names, transform)
+        return self.datasets[key]
 
     def set_epoch(self, epoch: int) -> None:
         """Called at the start of each training epoch: the data order and augmentation follow it."""
@@ -206,6 +207,17 @@ class MultiTaskDataModule(pl.LightningDataModule):
         if self.alternating is not None:
             return self._alternating_loader(*self.alternating)
         return self._loader("train", shuffle=True)
+
+    def plain_train_dataloader(self) -> DataLoader:
+        """Train images without augmentation, in a fixed random order drawn from the seed (for statistics
+        such as BatchNorm recalibration)."""
+        dataset = self._dataset("train", augment=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.get("eval_batch_size", self.cfg["batch_size"]),
+            sampler=EpochShuffle(len(dataset), self.seed, torch.zeros((), dtype=torch.long)),
+            collate_fn=partial(collate_samples, tasks=self.tasks),
+        )
 
     def split_train(self, fraction: float, seed: int) -> tuple[list[int], list[int]]:
         """Two disjoint subsets of the train split, drawn from `seed` alone: `fraction` of it, and the rest."""

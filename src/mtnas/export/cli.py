@@ -1,6 +1,7 @@
 """`mtnas-export CKPT [ARCH_YAML] OUT`: write a plain, static multi-task model, whatever method made it.
 
-- `SUPERNET_CKPT ARCH_YAML OUT`: the subnet `ARCH_YAML` extracted from a supernet, with inherited weights;
+- `SUPERNET_CKPT ARCH_YAML OUT`: the subnet `ARCH_YAML` extracted from a supernet (a ViT supernet's
+  `supernet/last.ckpt`, or an automtl run's `policy/last.ckpt`), with inherited weights;
 - `MODEL_CKPT OUT`: a trained model as it is (e.g. a run's `retrain/best.ckpt` or `train/best.ckpt`); the
   checkpoint holds its model spec, so no method or config is needed to rebuild it.
 
@@ -33,16 +34,17 @@ def load_static_model(ckpt: Path, arch_yaml: Path | None, out: Path):
         try:
             module = load_checkpoint(ckpt, ("model",))
         except MtnasError as err:
-            if "is a supernet checkpoint" not in str(err):
+            if "supernet checkpoint" not in str(err):
                 raise
             raise MtnasError(
                 f"{err} A supernet holds many subnets: name one, e.g. the run's arch.yaml: "
                 f"mtnas-export {ckpt} ARCH_YAML {out}"
             ) from None
         return module.model.eval(), tuple(module.hparams.image_size)
-    module = load_checkpoint(ckpt, ("supernet",))
+    module = load_checkpoint(ckpt, ("supernet", "policy"))
+    space = module.space if hasattr(module, "space") else module.net.space  # ViT supernet | policy supernet
     try:
-        arch = module.space.read_arch(arch_yaml)
+        arch = space.read_arch(arch_yaml)
     except MtnasError as err:
         message = str(err).removeprefix("Config error at `arch`: ")
         raise MtnasError(

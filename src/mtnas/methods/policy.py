@@ -88,6 +88,7 @@ class PolicyMethod(SearchMethod):
         positive_int("method.derive.samples", self.derive.get("samples", 0), minimum=0)
         one_of("method.derive.pick", self.derive.get("pick", "best"), PICKS)
         optional_positive_int("method.derive.val_batches", self.derive.get("val_batches"))
+        positive_int("method.derive.bn_batches", self.derive.get("bn_batches", 0), minimum=0)
         self.retrain = dict(retrain)
         one_of("method.retrain.init", self.retrain.get("init"), RETRAIN_INITS)
         optional_positive_int("method.retrain.max_epochs", self.retrain.get("max_epochs"))
@@ -306,8 +307,15 @@ class PolicyMethod(SearchMethod):
         limit = self.derive.get("val_batches")
         run.dm.setup("validate")
         batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
+        prepare = None
+        bn_batches = int(self.derive.get("bn_batches", 0))
+        if bn_batches:
+            # Train images without augmentation: the statistics of the data the archs are scored on.
+            train = run.dm.plain_train_dataloader()
+            images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
+            prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
         evaluator = spread_across_processes(
-            SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention)
+            SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare)
         )
         generator = torch.Generator().manual_seed(unit_seed(run.seed, "derive"))
         argmax = net.export()

@@ -24,8 +24,11 @@ class SubnetEvaluator:
         batches: list[dict[str, Tensor]],
         baselines_val: Mapping[str, Mapping[str, float]],
         convention: str = "per_task",
+        prepare=None,
     ):
-        self.net, self.tasks, self.batches = supernet, dict(tasks), batches
+        """`prepare(arch)`, when given, runs before each arch is scored (e.g. recalibrating its BatchNorm
+        statistics)."""
+        self.net, self.tasks, self.batches, self.prepare = supernet, dict(tasks), batches, prepare
         self.baselines, self.convention = baselines_val, convention
         self.dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
         self.device = next(supernet.parameters()).device
@@ -35,6 +38,9 @@ class SubnetEvaluator:
         self.net.eval()
         out = []
         for arch in archs:
+            if self.prepare is not None:
+                self.prepare(arch)
+                self.net.eval()
             # Local metrics: under DDP each process scores *other* candidates, so states must not be synced.
             metrics = {
                 t: task.metrics(sync_on_compute=False).to(self.device) for t, task in self.tasks.items()

@@ -399,6 +399,24 @@ class PolicySupernet(BlockRouter):
         nodes = used_shared * c["node"] + p[..., 1].sum(1) * c["node"] + used_skip * c["skip"]
         return c["fixed"] + c["heads"].sum() + nodes.sum()
 
+    @torch.no_grad()
+    def recalibrate(self, arch: PolicyArch, batches: Sequence[Tensor]) -> None:
+        """Reset the BatchNorm statistics of every module and re-estimate them on `batches` (images) along
+        `arch`'s paths: the statistics a block kept while every option was mixed or sampled are not those of
+        one arch, and scoring archs with them ranks them poorly."""
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.momentum, m.training) for m in norms]
+        self.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+            m.train()
+        for images in batches:
+            self(images, arch)
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+
     # -- cost and extraction ------------------------------------------------------------------------
     def cost(self, arch: PolicyArch) -> dict[str, int]:
         return arch_cost(arch, self.layout, self.costs)
@@ -499,7 +517,7 @@ def build_parts(
     chain = split_blocks(create_backbone(backbone, tuple(image_size)), tuple(image_size), f"model.backbone.name={name}")
     levels = [k for k, r in enumerate(chain.reductions) if r >= int(min_reduction)] or [len(chain.taps) - 1]
     taps = [chain.taps[k] for k in levels]
-    task_names = sorted(tasks)
+    task_names = list(tasks)  # the run's order: outputs are ordered like every other model's
     node_steps = chain.node_steps
     layout = ChainLayout(task_names, [chain.names[j] for j in node_steps], list(chain.nodes), taps)
     fixed = nn.ModuleDict({str(j): m for j, m in enumerate(chain.modules) if chain.nodes[j] is None})
@@ -597,7 +615,7 @@ def build_policy_subnet(
     layout, modules, _ = build_parts(
         backbone, tasks, image_size, head, min_reduction, needs=needed_options(arch)
     )
-    if layout.node_names != list(arch.nodes) or layout.tasks != list(arch.tasks):
+    if layout.node_names != list(arch.nodes) or sorted(layout.tasks) != sorted(arch.tasks):
         raise ConfigError(
             "arch",
             f"the arch's blocks/tasks do not match model.backbone.name={backbone.get('name')} and the run's tasks.",
