@@ -195,6 +195,11 @@ def test_alternating_batches_are_deterministic_disjoint_and_in_rounds():
     assert batches == list(AlternatingBatches(subsets, (2, 1), 2, seed=0, epoch=epoch))
     epoch.fill_(1)  # the phase runs on across epochs: epoch 1 starts at batch 5 of the fit
     assert [b[0][0] for b in sampler] == [1, 0, 0, 1, 0]
+    # Under DDP each of 2 processes takes its half of the same global batch of 2 × 2.
+    ranks = [list(AlternatingBatches(subsets, (1, 1), 2, 0, epoch, rank=r, world=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    for a, b in zip(*ranks, strict=True):
+        assert a[0][0] == b[0][0] and len(a) == len(b) == 2 and not {i for _, i in a} & {i for _, i in b}
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,15 @@ class Run:
         callbacks = [EpochSeed(self.seed, unit.name), *checkpoint_callbacks(unit.dir, monitor, mode)]
         logger = self.logger(unit)
         unused = getattr(module, "uses_weight_subsets", False)
-        trainer = self.trainer(unit, callbacks, logger, max_epochs, unused_parameters=unused)
+        trainer = self.trainer(
+            unit,
+            callbacks,
+            logger,
+            max_epochs,
+            unused_parameters=unused,
+            # Alternating subsets: the data module's batch sampler shares each batch among the processes itself.
+            distributed_sampler=self.dm.alternating is None,
+        )
         if resumed_after is not None:
             self.announce(f"{unit.name}: resuming from {last} ({resumed_after} epoch(s) done)")
         else:
@@ -282,8 +290,11 @@ class Run:
         logger,
         max_epochs: int | None = None,
         unused_parameters: bool = False,
+        distributed_sampler: bool = True,
     ) -> pl.Trainer:
         kwargs = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        if not distributed_sampler:
+            kwargs["use_distributed_sampler"] = False
         if max_epochs is not None:
             kwargs["max_epochs"] = int(max_epochs)
         if unused_parameters and kwargs.get("strategy") == "ddp":

@@ -81,12 +81,14 @@ class AlternatingBatches(Sampler[list[int]]):
         batch_size: int,
         seed: int,
         epoch: torch.Tensor,
+        rank: int = 0,
+        world: int = 1,
     ):
         self.subsets, self.rounds, self.batch_size = subsets, rounds, batch_size
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
 
     def __len__(self) -> int:
-        return sum(len(s) // self.batch_size for s in self.subsets)
+        return sum(len(s) // (self.batch_size * self.world) for s in self.subsets)
 
     def phase(self, step: int) -> int:
         """0 (first subset) or 1 (second) for batch `step` of the whole fit."""
@@ -101,10 +103,14 @@ class AlternatingBatches(Sampler[list[int]]):
         first = epoch * len(self)
         for step in range(first, first + len(self)):
             k = self.phase(step)
-            order, bs = orders[k], self.batch_size
+            # Under DDP every process draws the same global batch and takes its own share of it.
+            order, bs = orders[k], self.batch_size * self.world
             if cursors[k] + bs > len(order):
                 cursors[k] = 0
-            yield [(k, i) for i in order[cursors[k] : cursors[k] + bs]]
+            mine = order[cursors[k] : cursors[k] + bs][
+                self.rank * self.batch_size : (self.rank + 1) * self.batch_size
+            ]
+            yield [(k, i) for i in mine]
             cursors[k] += bs
 
 
@@ -229,18 +235,23 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def _alternating_loader(
         self, subsets: tuple[list[int], list[int]], rounds: tuple[int, int]
     ) -> DataLoader:
+        import torch.distributed as dist
+
         bs = int(self.cfg["batch_size"])
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         for k, subset in enumerate(subsets):
-            if len(subset) < bs:
+            if len(subset) < bs * world:
                 raise ConfigError(
                     "data.batch_size",
-                    f"is {bs} but train subset {k + 1} of 2 has only {len(subset)} samples (the split for "
-                    "alternating weight and policy steps): use a smaller batch or a larger train split.",
+                    f"is {bs} (× {world} processes) but train subset {k + 1} of 2 has only {len(subset)} "
+                    "samples (the split for alternating weight and policy steps): use a smaller batch or a "
+                    "larger train split.",
                 )
         workers = int(self.cfg.get("num_workers", 0))
         return DataLoader(
             SubsetTagged(self._dataset("train")),
-            batch_sampler=AlternatingBatches(subsets, rounds, bs, self.seed, self.epoch),
+            batch_sampler=AlternatingBatches(subsets, rounds, bs, self.seed, self.epoch, rank, world),
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             persistent_workers=workers > 0,

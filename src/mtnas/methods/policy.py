@@ -77,9 +77,13 @@ class PolicyMethod(SearchMethod):
 
         backbone = self.model["backbone"]["name"]
         if backbone not in timm.list_models():
-            raise ConfigError("model.backbone.name", f"{backbone!r} is not a timm model name (see timm.list_models()).")
+            raise ConfigError(
+                "model.backbone.name", f"{backbone!r} is not a timm model name (see timm.list_models())."
+            )
         if loss.get("weighting", "fixed") != "fixed":
-            raise ConfigError("loss.weighting", f"method={name} trains with fixed task weights; use loss.weighting=fixed.")
+            raise ConfigError(
+                "loss.weighting", f"method={name} trains with fixed task weights; use loss.weighting=fixed."
+            )
         self.space_note = space is not None  # a ViT space from a recipe is not this method's: said at check
         self.policy = self._check_policy(dict(policy))
         self.pretrain = dict(pretrain)
@@ -101,16 +105,25 @@ class PolicyMethod(SearchMethod):
         self.supernet_ckpt = Path(str(supernet_ckpt)).expanduser() if supernet_ckpt is not None else None
         if self.supernet_ckpt is not None and not zipfile.is_zipfile(self.supernet_ckpt):
             raise ConfigError(
-                "supernet_ckpt", f"{supernet_ckpt} is not a checkpoint; expected an automtl run's policy/last.ckpt."
+                "supernet_ckpt",
+                f"{supernet_ckpt} is not a checkpoint; expected an automtl run's policy/last.ckpt.",
             )
-        self.space: PolicySpace | None = None  # the backbone's blocks, found at `check` (needs the image size)
+        self.space: PolicySpace | None = (
+            None  # the backbone's blocks, found at `check` (needs the image size)
+        )
         self.layout = self.costs = None
 
     @staticmethod
     def _check_policy(p: dict[str, Any]) -> dict[str, Any]:
         options = p.get("options", list(OPTIONS))
-        if not isinstance(options, list | tuple) or "shared" not in options or any(o not in OPTIONS for o in options):
-            raise ConfigError("method.policy.options", f"got {options!r}; expected `shared` plus any of {list(OPTIONS)}.")
+        if (
+            not isinstance(options, list | tuple)
+            or "shared" not in options
+            or any(o not in OPTIONS for o in options)
+        ):
+            raise ConfigError(
+                "method.policy.options", f"got {options!r}; expected `shared` plus any of {list(OPTIONS)}."
+            )
         p["options"] = [o for o in OPTIONS if o in options]
         one_of("method.policy.sampling", p.get("sampling"), SAMPLINGS)
         _positive_number("method.policy.tau", p.get("tau"))
@@ -124,7 +137,9 @@ class PolicyMethod(SearchMethod):
         non_negative_number("method.policy.budget_weight", p.get("budget_weight"))
         fraction = p.get("split")
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-            raise ConfigError("method.policy.split", f"got {fraction!r}; expected a fraction strictly between 0 and 1.")
+            raise ConfigError(
+                "method.policy.split", f"got {fraction!r}; expected a fraction strictly between 0 and 1."
+            )
         optional_positive_int("method.policy.max_epochs", p.get("max_epochs"))
         return p
 
@@ -165,7 +180,9 @@ class PolicyMethod(SearchMethod):
             )
         spec = {**self.model, "backbone": {**self.model["backbone"], "checkpoint": None}}
         self.layout, self.costs = layout_and_costs(spec, run.task_objs, run.image_size)
-        self.space = PolicySpace(tuple(self.tasks), tuple(self.layout.node_names), tuple(self.policy["options"]))
+        self.space = PolicySpace(
+            tuple(self.tasks), tuple(self.layout.node_names), tuple(self.policy["options"])
+        )
         if self.arch_file is not None:
             self.space.read_arch(self.arch_file)
         self.budget.check_feasible(
@@ -261,7 +278,9 @@ class PolicyMethod(SearchMethod):
         from mtnas.utils.io import read_json
 
         if self.reuses_policy(run):
-            run.announce(f"policy: using {self.supernet_ckpt or run.sources()['policy']}, not training one here")
+            run.announce(
+                f"policy: using {self.supernet_ckpt or run.sources()['policy']}, not training one here"
+            )
             return
         unit = Unit("policy", self.stage_dir(run, "policy"), tuple(self.tasks))
         split_file = unit.dir / "split.json"
@@ -315,7 +334,9 @@ class PolicyMethod(SearchMethod):
             images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
             prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
         evaluator = spread_across_processes(
-            SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare)
+            SubnetEvaluator(
+                net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare
+            )
         )
         generator = torch.Generator().manual_seed(unit_seed(run.seed, "derive"))
         argmax = net.export()
@@ -325,7 +346,12 @@ class PolicyMethod(SearchMethod):
             import random
 
             problem = Problem(
-                self.space, evaluator, lambda a: self.cost(run, a), self.budget, log, random.Random(run.seed),
+                self.space,
+                evaluator,
+                lambda a: self.cost(run, a),
+                self.budget,
+                log,
+                random.Random(run.seed),
                 cost_keys=self.cost_keys(run),
             )
             scored = problem.score(archs)
@@ -336,7 +362,11 @@ class PolicyMethod(SearchMethod):
                 "method.policy.budget_weight, draw more archs (method.derive.samples), or widen `budget`."
             )
         if self.derive.get("pick", "best") == "argmax":
-            best = scored[0] if self.budget.satisfied(scored[0]["cost"]) else select(records, "best", self.objectives)
+            best = (
+                scored[0]
+                if self.budget.satisfied(scored[0]["cost"])
+                else select(records, "best", self.objectives)
+            )
         else:
             best = select(records, "best", self.objectives)
         how = "the policy's most probable arch" if best is scored[0] else "the best of the policy's samples"

@@ -498,6 +498,12 @@ def create_backbone(backbone: Mapping[str, Any], image_size: tuple[int, int]) ->
         raise ConfigError("model.backbone", f"timm could not build {name!r}: {e}") from None
 
 
+def _wanted(needs, node: int, tasks: list[str]) -> set[str]:
+    if needs is None:
+        return {"shared", "skip", *tasks}
+    return needs(node) if callable(needs) else needs[node]
+
+
 def build_parts(
     backbone: Mapping[str, Any],
     tasks: Mapping[str, Task],
@@ -514,7 +520,9 @@ def build_parts(
     head = dict(head or {})
     positive_int("model.min_reduction", min_reduction)
     name = str(backbone.get("name"))
-    chain = split_blocks(create_backbone(backbone, tuple(image_size)), tuple(image_size), f"model.backbone.name={name}")
+    chain = split_blocks(
+        create_backbone(backbone, tuple(image_size)), tuple(image_size), f"model.backbone.name={name}"
+    )
     levels = [k for k, r in enumerate(chain.reductions) if r >= int(min_reduction)] or [len(chain.taps) - 1]
     taps = [chain.taps[k] for k in levels]
     task_names = list(tasks)  # the run's order: outputs are ordered like every other model's
@@ -524,10 +532,7 @@ def build_parts(
     shared, specific, skip = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
     projections = {}
     for i, j in enumerate(node_steps):
-        if needs is None:
-            want = {"shared", "skip", *task_names}
-        else:
-            want = needs(i) if callable(needs) else needs[i]
+        want = _wanted(needs, i, task_names)
         block = chain.modules[j]
         if "shared" in want:
             shared[str(i)] = block
@@ -628,7 +633,12 @@ def layout_and_costs(
 ) -> tuple[ChainLayout, dict[str, Any]]:
     """The chain layout and cost tables of a `model` spec's backbone and heads, with no option built."""
     layout, _, costs = build_parts(
-        model["backbone"], tasks, image_size, model.get("head"), int(model.get("min_reduction", 4)), lambda i: set()
+        model["backbone"],
+        tasks,
+        image_size,
+        model.get("head"),
+        int(model.get("min_reduction", 4)),
+        lambda i: set(),
     )
     return layout, costs
 
