@@ -61,6 +61,43 @@ def test_extracted_subnet_equals_the_supernet_and_its_cost_is_counted(backbone):
         )
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_large_100"])
+def test_task_batchnorm_option_keeps_the_invariants(backbone):
+    tasks = _tasks(("semseg", "depth", "normal"))
+    torch.manual_seed(0)
+    net = PolicySupernet({"name": backbone}, tasks, SIZE, {"hidden": 8}, 4, task_bn=True).eval()
+    plain = PolicySupernet({"name": backbone}, tasks, SIZE, {"hidden": 8}, 4)
+    shared = net.space.uniform("shared")
+    # Hard sharing with a BatchNorm per task: the static model's params plus two more copies of every block's norms.
+    assert net.cost(shared)["params"] == plain.cost(shared)["params"] + 2 * sum(net.costs["params"]["bn"])
+    x = torch.randn(2, 3, *SIZE)
+    rng = random.Random(1)
+    for arch in [shared, *(net.space.sample(rng) for _ in range(2))]:
+        sub = net.extract(arch).eval()
+        with torch.no_grad():
+            want, got = net(x, arch), sub(x)
+        for t in tasks:
+            torch.testing.assert_close(got[t], want[t], rtol=1e-5, atol=1e-6)
+        assert net.cost(arch) == {"params": count_params(sub), "flops": count_flops(sub, SIZE)}
+        spec = policy_subnet_spec(arch, {"backbone": {"name": backbone}, "head": {"hidden": 8}}, task_bn=True)
+        rebuilt = build_policy_subnet(
+            **{k: v for k, v in spec.items() if k != "_target_"}, tasks=tasks, image_size=SIZE
+        )
+        rebuilt.load_state_dict(sub.state_dict())  # the same modules: inherited weights load into a retrain
+    # A policy certain of `shared` expects exactly that arch's params, per-task norms included.
+    with torch.no_grad():
+        net.policy_logits.copy_(torch.tensor([50.0, -50.0, -50.0]).expand_as(net.policy_logits))
+    assert float(net.expected_cost("params").detach()) == pytest.approx(net.cost(shared)["params"], rel=1e-6)
+    # Each task runs the shared blocks with its own norms: changing depth's statistics changes depth alone.
+    with torch.no_grad():
+        before = net(x, shared)
+        for m in net.modules():
+            if type(m).__name__ == "TaskBatchNorm":
+                m.norms["depth"].running_mean.add_(1.0)
+        after = net(x, shared)
+    assert torch.equal(after["semseg"], before["semseg"]) and not torch.equal(after["depth"], before["depth"])
+
+
 def test_options_build_what_they_say():
     tasks = _tasks(("semseg", "depth", "normal"))
     net = PolicySupernet({"name": "resnet18"}, tasks, SIZE, {"hidden": 8}, 4).eval()
@@ -143,7 +180,7 @@ def test_regulariser_and_expected_cost_match_hand_computed_values():
                 cost = c["node"][v] * ("shared" in used) + c["skip"][v] * ("skip" in used)
                 cost += c["node"][v] * [a, b].count("specific")
                 want += prob * cost
-    assert float(net.expected_cost("params")) == pytest.approx(want, rel=1e-6)
+    assert float(net.expected_cost("params").detach()) == pytest.approx(want, rel=1e-6)
     assert net.expected_cost("params").requires_grad
 
 
@@ -218,6 +255,7 @@ def test_alternating_batches_are_deterministic_disjoint_and_in_rounds():
         ("method.policy.sampling=gumbel", "method.policy.sampling"),
         ("method.policy.options=[specific,skip]", "method.policy.options"),
         ("method.policy.max_epochs=0", "method.policy.max_epochs"),
+        ("method.policy.task_bn=maybe", "method.policy.task_bn"),
         ("method.pretrain.max_epochs=-2", "method.pretrain.max_epochs"),
         ("method.derive.samples=-1", "method.derive.samples"),
         ("method.derive.pick=worst", "method.derive.pick"),

@@ -55,6 +55,7 @@ class PolicyLitModule(pl.LightningModule):
             model.get("head"),
             int(model.get("min_reduction", 4)),
             tuple(policy.get("options", OPTIONS)),
+            bool(policy.get("task_bn", False)),
         )
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}

@@ -141,6 +141,8 @@ class PolicyMethod(SearchMethod):
                 "method.policy.split", f"got {fraction!r}; expected a fraction strictly between 0 and 1."
             )
         optional_positive_int("method.policy.max_epochs", p.get("max_epochs"))
+        if not isinstance(p.get("task_bn", False), bool):
+            raise ConfigError("method.policy.task_bn", f"got {p['task_bn']!r}; expected true or false.")
         return p
 
     # -- run folder ---------------------------------------------------------------------------------
@@ -179,7 +181,9 @@ class PolicyMethod(SearchMethod):
                 "the recipe's ViT `space` is not used"
             )
         spec = {**self.model, "backbone": {**self.model["backbone"], "checkpoint": None}}
-        self.layout, self.costs = layout_and_costs(spec, run.task_objs, run.image_size)
+        self.layout, self.costs = layout_and_costs(
+            spec, run.task_objs, run.image_size, bool(self.policy.get("task_bn", False))
+        )
         self.space = PolicySpace(
             tuple(self.tasks), tuple(self.layout.node_names), tuple(self.policy["options"])
         )
@@ -193,7 +197,7 @@ class PolicyMethod(SearchMethod):
     def subnet_model(self, arch: PolicyArch) -> dict[str, Any]:
         from mtnas.supernet.policy import policy_subnet_spec
 
-        return policy_subnet_spec(arch, self.model)
+        return policy_subnet_spec(arch, self.model, bool(self.policy.get("task_bn", False)))
 
     def baseline_model(self, run: Run) -> dict[str, Any]:
         """Single-task baselines: the hard-sharing model of the same backbone, one task each."""

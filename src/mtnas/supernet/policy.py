@@ -175,6 +175,40 @@ class ChainLayout:
     node_names: list[str]
     step_nodes: list[int | None]
     taps: list[int]
+    task_bn: bool = False  # shared blocks keep one BatchNorm per task (AutoMTL's default)
+
+    def option_key(self, option: str, task: str) -> str:
+        """What a task's option computes: specific copies, and shared blocks with per-task BatchNorms, run
+        per task; a shared block or a projection runs once for the tasks on the same path."""
+        per_task = option == "specific" or (option == "shared" and self.task_bn)
+        return f"{option}/{task}" if per_task else option
+
+
+class TaskBatchNorm(nn.Module):
+    """The BatchNorm of a shared block, one per task: `active` says whose runs (the router sets it)."""
+
+    def __init__(self, norm: nn.Module, tasks: list[str]):
+        super().__init__()
+        self.norms = nn.ModuleDict({t: copy.deepcopy(norm) for t in tasks})
+        self.active = tasks[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norms[self.active](x)
+
+
+def with_task_norms(block: nn.Module, tasks: list[str]) -> nn.Module:
+    """`block` with each BatchNorm replaced by a `TaskBatchNorm` over `tasks` (in place)."""
+    for module in list(block.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(module, child_name, TaskBatchNorm(child, tasks))
+    return block
+
+
+def set_task(block: nn.Module, task: str) -> None:
+    for m in block.modules():
+        if isinstance(m, TaskBatchNorm):
+            m.active = task
 
 
 class BlockRouter(nn.Module):
@@ -189,6 +223,8 @@ class BlockRouter(nn.Module):
     def apply(self, node: int, option: str, task: str, x: Tensor) -> Tensor:
         key = str(node)
         if option == "shared":
+            if self.layout.task_bn:
+                set_task(self.shared[key], task)
             return self.shared[key](x)
         if option == "specific":
             return self.specific[key][task](x)
@@ -215,9 +251,7 @@ class BlockRouter(nn.Module):
                 groups: dict[tuple[int, str], list[str]] = {}
                 for t in tasks:
                     option = option_of(node, t)
-                    groups.setdefault(
-                        (where[t], option if option != "specific" else f"specific/{t}"), []
-                    ).append(t)
+                    groups.setdefault((where[t], self.layout.option_key(option, t)), []).append(t)
                 new: dict[int, Tensor] = {}
                 for (src, key), members in groups.items():
                     option = key.split("/")[0]
@@ -259,8 +293,11 @@ class PolicySupernet(BlockRouter):
         head: Mapping[str, Any] | None = None,
         min_reduction: int = 4,
         options: Sequence[str] = OPTIONS,
+        task_bn: bool = False,
     ):
-        chain, modules, costs = build_parts(backbone, tasks, image_size, head, min_reduction, needs=None)
+        chain, modules, costs = build_parts(
+            backbone, tasks, image_size, head, min_reduction, needs=None, task_bn=task_bn
+        )
         super().__init__(chain, *modules)
         self.costs = costs
         self.space = PolicySpace(tuple(tasks), tuple(chain.node_names), tuple(options))
@@ -358,7 +395,7 @@ class PolicySupernet(BlockRouter):
                 for o, option in enumerate(OPTIONS):
                     if option not in self.space.options or float(w[o].detach()) == 0.0:
                         continue
-                    key = f"specific/{t}" if option == "specific" else option
+                    key = self.layout.option_key(option, t)
                     y = once(cache, x, key, lambda x=x, o=option, t=t, n=node: self.apply(n, o, t, x))
                     mixed = w[o] * y if mixed is None else mixed + w[o] * y
                 new[t] = mixed
@@ -397,6 +434,8 @@ class PolicySupernet(BlockRouter):
         used_shared = 1 - torch.prod(1 - p[..., 0], dim=1)
         used_skip = 1 - torch.prod(1 - p[..., 2], dim=1)
         nodes = used_shared * c["node"] + p[..., 1].sum(1) * c["node"] + used_skip * c["skip"]
+        if self.layout.task_bn and key == "params":  # a BatchNorm per task on the shared block
+            nodes = nodes + (p[..., 0].sum(1) - used_shared) * c["bn"]
         return c["fixed"] + c["heads"].sum() + nodes.sum()
 
     @torch.no_grad()
@@ -434,12 +473,29 @@ class PolicySupernet(BlockRouter):
         )
         skip = nn.ModuleDict({k: m for k, m in self.skip.items() if "skip" in keep[int(k)]})
         sub = PolicySubnet(arch, copy.deepcopy(self.layout), self.fixed, shared, specific, skip, self.heads)
-        return copy.deepcopy(sub)
+        sub = copy.deepcopy(sub)
+        for k, block in sub.shared.items():
+            keep_norms(block, [t for t, o in arch.choices[int(k)] if o == "shared"])
+        return sub
+
+
+def keep_norms(block: nn.Module, tasks: list[str]) -> None:
+    """Drop the per-task BatchNorms of tasks that do not use this shared block."""
+    for m in block.modules():
+        if isinstance(m, TaskBatchNorm):
+            for t in [t for t in m.norms if t not in tasks]:
+                del m.norms[t]
+            m.active = next(iter(m.norms))
 
 
 def needed_options(arch: PolicyArch) -> list[set[str]]:
-    """Per node: `shared` / `skip` when a task takes them, and the names of tasks with a specific copy."""
-    return [{o if o != "specific" else t for t, o in row} for row in arch.choices]
+    """Per node: `shared` / `skip` when a task takes them, `shared/<task>` for each task on the shared block,
+    and the names of tasks with a specific copy."""
+    need = []
+    for row in arch.choices:
+        options = {o if o != "specific" else t for t, o in row}
+        need.append(options | {f"shared/{t}" for t, o in row if o == "shared"})
+    return need
 
 
 def arch_cost(
@@ -455,14 +511,17 @@ def arch_cost(
             flops += costs["flops"]["steps"][j] * len(set(paths.values()))
             continue
         row = dict(arch.choices[node])
-        for option in ("shared", "skip"):
-            if option in row.values():
-                params += costs["params"]["node" if option == "shared" else "skip"][node]
+        on_shared = sum(o == "shared" for o in row.values())
+        if on_shared:
+            node_bn = costs["params"]["bn"][node]
+            params += costs["params"]["node"][node] + (node_bn * (on_shared - 1) if layout.task_bn else 0)
+        if "skip" in row.values():
+            params += costs["params"]["skip"][node]
         params += costs["params"]["node"][node] * sum(o == "specific" for o in row.values())
         computed = set()
         for t in layout.tasks:
             option = row[t]
-            key = (paths[t], option if option != "specific" else f"specific/{t}")
+            key = (paths[t], layout.option_key(option, t))
             if key not in computed:
                 computed.add(key)
                 flops += costs["flops"]["node" if option != "skip" else "skip"][node]
@@ -500,7 +559,7 @@ def create_backbone(backbone: Mapping[str, Any], image_size: tuple[int, int]) ->
 
 def _wanted(needs, node: int, tasks: list[str]) -> set[str]:
     if needs is None:
-        return {"shared", "skip", *tasks}
+        return {"shared", "skip", *tasks, *(f"shared/{t}" for t in tasks)}
     return needs(node) if callable(needs) else needs[node]
 
 
@@ -511,6 +570,7 @@ def build_parts(
     head: Mapping[str, Any] | None,
     min_reduction: int,
     needs: list[set[str]] | Callable[[int], set[str]] | None,
+    task_bn: bool = False,
 ):
     """The layout, the modules (fixed, shared, specific, skip, heads) and the cost tables of a chain;
     `needs` (per node, as `needed_options`, or a function of the node) limits the modules to one arch's,
@@ -527,16 +587,17 @@ def build_parts(
     taps = [chain.taps[k] for k in levels]
     task_names = list(tasks)  # the run's order: outputs are ordered like every other model's
     node_steps = chain.node_steps
-    layout = ChainLayout(task_names, [chain.names[j] for j in node_steps], list(chain.nodes), taps)
+    layout = ChainLayout(task_names, [chain.names[j] for j in node_steps], list(chain.nodes), taps, task_bn)
     fixed = nn.ModuleDict({str(j): m for j, m in enumerate(chain.modules) if chain.nodes[j] is None})
     shared, specific, skip = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
     projections = {}
     for i, j in enumerate(node_steps):
         want = _wanted(needs, i, task_names)
         block = chain.modules[j]
-        if "shared" in want:
-            shared[str(i)] = block
         copies = {t: copy.deepcopy(block) for t in task_names if t in want}
+        if "shared" in want:
+            on_shared = [t for t in task_names if f"shared/{t}" in want]
+            shared[str(i)] = with_task_norms(copy.deepcopy(block), on_shared) if task_bn else block
         if copies:
             specific[str(i)] = nn.ModuleDict(copies)
         projections[i] = projection(*chain.shapes[j])
@@ -570,6 +631,7 @@ def chain_costs(chain: BlockChain, layout: ChainLayout, projections, heads, imag
         m.eval()
     x = torch.randn(1, 3, *image_size, generator=torch.Generator().manual_seed(0))
     step_flops, feats, node_params, node_flops, skip_params, skip_flops = [], [], [], [], [], []
+    bn_params: list[int] = []
     fixed_params = 0
     for j, m in enumerate(chain.modules):
         step_flops.append(flops(lambda m=m, x=x: m(x)))
@@ -579,6 +641,9 @@ def chain_costs(chain: BlockChain, layout: ChainLayout, projections, heads, imag
         else:
             i = chain.nodes[j]
             node_params.append(count(m))
+            bn_params.append(
+                sum(count(b) for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm))
+            )
             node_flops.append(step_flops[-1])
             p = projections[i]
             skip_params.append(count(p))
@@ -593,7 +658,13 @@ def chain_costs(chain: BlockChain, layout: ChainLayout, projections, heads, imag
     steps = [f if n is None else 0 for f, n in zip(step_flops, chain.nodes, strict=True)]
     stem = sum(steps)  # weightless steps after the stem (pooling, identity) count no FLOPs
     return {
-        "params": {"fixed": fixed_params, "node": node_params, "skip": skip_params, "heads": head_params},
+        "params": {
+            "fixed": fixed_params,
+            "node": node_params,
+            "bn": bn_params,
+            "skip": skip_params,
+            "heads": head_params,
+        },
         "flops": {
             "fixed": stem,
             "node": node_flops,
@@ -612,13 +683,14 @@ def build_policy_subnet(
     image_size: tuple[int, int],
     head: Mapping[str, Any] | None = None,
     min_reduction: int = 4,
+    task_bn: bool = False,
 ) -> PolicySubnet:
     """The model spec target of a searched block-policy arch: the retrain-from-scratch model (from local
     timm weights when `backbone.checkpoint` is set) and the skeleton inherited weights load into."""
     if not isinstance(arch, PolicyArch):
         arch = PolicyArch.from_dict(arch)
     layout, modules, _ = build_parts(
-        backbone, tasks, image_size, head, min_reduction, needs=needed_options(arch)
+        backbone, tasks, image_size, head, min_reduction, needs=needed_options(arch), task_bn=bool(task_bn)
     )
     if layout.node_names != list(arch.nodes) or sorted(layout.tasks) != sorted(arch.tasks):
         raise ConfigError(
@@ -629,7 +701,7 @@ def build_policy_subnet(
 
 
 def layout_and_costs(
-    model: Mapping[str, Any], tasks: Mapping[str, Task], image_size: tuple[int, int]
+    model: Mapping[str, Any], tasks: Mapping[str, Task], image_size: tuple[int, int], task_bn: bool = False
 ) -> tuple[ChainLayout, dict[str, Any]]:
     """The chain layout and cost tables of a `model` spec's backbone and heads, with no option built."""
     layout, _, costs = build_parts(
@@ -639,11 +711,12 @@ def layout_and_costs(
         model.get("head"),
         int(model.get("min_reduction", 4)),
         lambda i: set(),
+        task_bn,
     )
     return layout, costs
 
 
-def policy_subnet_spec(arch: PolicyArch, model: Mapping[str, Any]) -> dict[str, Any]:
+def policy_subnet_spec(arch: PolicyArch, model: Mapping[str, Any], task_bn: bool = False) -> dict[str, Any]:
     """The model spec (`_target_` mapping) of `arch` on the `model` spec's backbone and heads."""
     return {
         "_target_": f"{__name__}.build_policy_subnet",
@@ -651,4 +724,5 @@ def policy_subnet_spec(arch: PolicyArch, model: Mapping[str, Any]) -> dict[str, 
         "backbone": dict(model["backbone"]),
         "head": dict(model.get("head") or {}),
         "min_reduction": int(model.get("min_reduction", 4)),
+        "task_bn": bool(task_bn),
     }
