@@ -278,3 +278,39 @@ def test_every_automtl_key_refuses_a_bad_value(tmp_path, override, key):
             Run(cfg, method), ("derive",)
         )  # the backbone is split at check (it needs the image size)
     assert f"`{key}`" in str(err.value)
+
+
+def test_local_timm_weights_initialise_shared_and_specific_copies(tmp_path):
+    import timm
+
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(7)
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    reference = torch.load(weights)["layer1.0.conv1.weight"]
+    torch.manual_seed(0)  # another init: only the file can make the copies equal to it
+    net = PolicySupernet({"name": "resnet18", "checkpoint": str(weights)}, _tasks(), SIZE, {"hidden": 8}, 4)
+    torch.testing.assert_close(net.shared["0"].conv1.weight, reference)
+    for copy in net.specific["0"].values():
+        torch.testing.assert_close(copy.conv1.weight, reference)
+    with pytest.raises(ConfigError, match="model.backbone.checkpoint"):
+        PolicySupernet({"name": "resnet18", "checkpoint": str(tmp_path / "missing.pth")}, _tasks(), SIZE)
+
+
+def test_train_split_is_drawn_from_the_seed_alone(cache_dir):
+    from mtnas.data.datamodule import MultiTaskDataModule
+
+    cfg = compose_cfg(
+        [
+            "+experiment=automtl_demo",
+            "data.synthetic.num_train=40",
+            "data.synthetic.height=32",
+            "data.synthetic.width=32",
+        ]
+    )
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    dm = MultiTaskDataModule(data, list(cfg.tasks), cache_dir=cache_dir, progress=False)
+    a, b = dm.split_train(0.5, seed=3)
+    assert len(a) == len(b) == 20 and not set(a) & set(b) and sorted(a + b) == list(range(40))
+    assert dm.split_train(0.5, seed=3) == (a, b)
+    assert dm.split_train(0.5, seed=4) != (a, b)
+    assert len(dm.split_train(0.25, seed=3)[0]) == 10

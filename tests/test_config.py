@@ -256,3 +256,29 @@ def test_every_numeric_key_refuses_an_out_of_range_value(recipe, key, bad, tmp_p
         run.dm.setup()
         method.check(run, ("baselines", *method.stages))
     assert e.value.key == key, str(e.value)
+
+
+@pytest.mark.parametrize(
+    "recipe,backbone",
+    [
+        ("nyuv2_search", "resnet34"),
+        ("cityscapes_search", "mobilenetv3_large_100"),
+        ("taskonomy_search", "resnet18"),
+    ],
+)
+def test_automtl_runs_with_the_real_data_recipes(recipe, backbone, tmp_path, monkeypatch):
+    """`mtnas +experiment=<x>_search method=automtl model.backbone.name=...`: the recipe's data, tasks and budget
+    with AutoMTL on that CNN (the recipe's ViT space is set aside)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = compose_cfg(
+        [
+            f"+experiment={recipe}",
+            f"data.root={tmp_path}",
+            "method=automtl",
+            f"model.backbone.name={backbone}",
+        ]
+    )
+    method = validate(cfg)
+    assert method.name == "automtl" and method.stages == ("pretrain", "policy", "derive", "retrain")
+    assert method.model["backbone"]["name"] == backbone and method.tasks == list(cfg.tasks)
+    assert method.policy["tau"] == 5.0 and method.policy["tau_decay"] == 0.965  # AutoMTL's schedule
