@@ -86,10 +86,11 @@ def test_task_batchnorm_option_keeps_the_invariants(backbone):
             **{k: v for k, v in spec.items() if k != "_target_"}, tasks=tasks, image_size=SIZE
         )
         rebuilt.load_state_dict(sub.state_dict())  # the same modules: inherited weights load into a retrain
-    # A policy certain of `shared` expects exactly that arch's params, per-task norms included.
+    # A policy certain of `shared` expects exactly that arch's params and FLOPs, per-task norms included.
     with torch.no_grad():
         net.policy_logits.copy_(torch.tensor([50.0, -50.0, -50.0]).expand_as(net.policy_logits))
-    assert float(net.expected_cost("params").detach()) == pytest.approx(net.cost(shared)["params"], rel=1e-6)
+    for key in ("params", "flops"):
+        assert float(net.expected_cost(key).detach()) == pytest.approx(net.cost(shared)[key], rel=1e-6), key
     # Each task runs the shared blocks with its own norms: changing depth's statistics changes depth alone.
     with torch.no_grad():
         before = net(x, shared)
@@ -184,6 +185,15 @@ def test_regulariser_and_expected_cost_match_hand_computed_values():
                 want += prob * cost
     assert float(net.expected_cost("params").detach()) == pytest.approx(want, rel=1e-6)
     assert net.expected_cost("params").requires_grad
+    # FLOPs: a policy certain of one arch expects that arch's FLOPs where tasks share the path so far.
+    for option in ("shared", "specific", "skip"):
+        with torch.no_grad():
+            net.policy_logits.copy_(
+                torch.where(torch.arange(3) == OPTIONS.index(option), 50.0, -50.0).expand_as(g)
+            )
+        arch = net.space.uniform(option)
+        expected = float(net.expected_cost("flops").detach())
+        assert expected == pytest.approx(net.cost(arch)["flops"], rel=1e-6), option
 
 
 def test_straight_through_gates_change_nothing_in_value_and_reach_the_logits():
@@ -200,6 +210,15 @@ def test_straight_through_gates_change_nothing_in_value_and_reach_the_logits():
         torch.testing.assert_close(out[t], plain[t])
     sum(o.square().mean() for o in out.values()).backward()
     assert net.policy_logits.grad is not None and net.policy_logits.grad.abs().sum() > 0
+    # A task's logits learn from its own loss only, even where the tasks share every block.
+    net.zero_grad()
+    shared = torch.zeros_like(gates)
+    shared[..., 0] = 1
+    gates = shared + net.policy_logits - net.policy_logits.detach()  # one-hot `shared`, with gradients
+    net(x, gates=gates)["semseg"].square().mean().backward()
+    order = net.space.tasks
+    assert net.policy_logits.grad[:, order.index("semseg")].abs().sum() > 0
+    assert net.policy_logits.grad[:, order.index("depth")].abs().sum() == 0
 
 
 def test_temperature_decays_per_policy_round():
@@ -267,6 +286,9 @@ def test_alternating_batches_are_deterministic_disjoint_and_in_rounds():
         ("model.backbone.name=resnet_nope", "model.backbone.name"),
         ("model=vit_tiny", "model.backbone.name"),
         ("loss.weighting=uncertainty", "loss.weighting"),
+        ("search.objectives=[foo]", "search.objectives"),
+        ("search.objectives=flops", "search.objectives"),
+        ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
     ],
 )
 def test_every_automtl_key_refuses_a_bad_value(tmp_path, override, key):
@@ -316,3 +338,29 @@ def test_train_split_is_drawn_from_the_seed_alone(cache_dir):
     assert dm.split_train(0.5, seed=3) == (a, b)
     assert dm.split_train(0.5, seed=4) != (a, b)
     assert len(dm.split_train(0.25, seed=3)[0]) == 10
+
+
+def test_options_outside_the_space_are_not_built():
+    tasks = _tasks()
+    net = PolicySupernet({"name": "resnet18"}, tasks, SIZE, {"hidden": 8}, 4, options=("shared", "skip"))
+    assert len(net.specific) == 0 and len(net.skip) == 3
+    assert net.export() == net.space.uniform("shared")
+    assert all(o in ("shared", "skip") for row in net.sample_arch(torch.Generator()).choices for _, o in row)
+
+
+def test_a_policy_trained_with_other_settings_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from mtnas.methods.base import build_method
+
+    method = build_method(compose_cfg(["+experiment=automtl_demo"], output_dir=tmp_path))
+    trained = SimpleNamespace(
+        hparams=SimpleNamespace(model=dict(method.model), policy={**method.policy, "task_bn": True})
+    )
+    with pytest.raises(ConfigError) as err:
+        method.check_same_supernet(trained, tmp_path / "policy/last.ckpt", "supernet_ckpt")
+    assert "`supernet_ckpt`" in str(err.value) and "task_bn=True" in str(err.value)
+    trained.hparams.policy["task_bn"] = False
+    trained.hparams.model = {**method.model, "backbone": {"name": "resnet18"}}
+    with pytest.raises(ConfigError, match="model.backbone.name='resnet18'"):
+        method.check_same_supernet(trained, tmp_path / "policy/last.ckpt", None)

@@ -99,24 +99,19 @@ def test_automtl_end_to_end_a_killed_policy_resumes_to_the_same_arch(tmp_path, c
     assert "policy: resuming from" in res.stdout + res.stderr
     assert outcome(killed) == outcome(whole)
 
-    # A hand-edited arch (first block specific for depth) retrained in a fresh folder, then evaluated there: the
-    # baselines come from the run the arch file is in.
+    # A hand-edited arch (first block specific for depth), beside the run's own arch.yaml, retrained in a fresh
+    # folder and evaluated there: the baselines come from the run the arch file is in.
     arch["blocks"][0]["depth"] = "specific"
-    edited = tmp_path / "edited.yaml"
+    edited = whole / "edited.yaml"
     edited.write_text(yaml.safe_dump(arch))
-    (whole / "edited").mkdir()
-    (whole / "edited" / "arch.yaml").write_text(yaml.safe_dump(arch))
     other = tmp_path / "other"
     for stage in ("retrain", "evaluate"):
         res = run_cli(
-            [*RUN, f"stage={stage}", f"arch={whole / 'arch.yaml'}", f"hydra.run.dir={other}"],
-            tmp_path,
-            cache_dir,
+            [*RUN, f"stage={stage}", f"arch={edited}", f"hydra.run.dir={other}"], tmp_path, cache_dir
         )
         assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((other / "results.json").read_text())["search"]["arch"] == yaml.safe_load(
-        (whole / "arch.yaml").read_text()
-    )
+    assert json.loads((other / "results.json").read_text())["search"]["arch"] == arch
+    assert yaml.safe_load((other / "retrain/arch.yaml").read_text()) == arch
 
     # Export: the derived arch with inherited policy-supernet weights, as a module and as ONNX.
     from mtnas.export.cli import main as export_main

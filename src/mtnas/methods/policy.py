@@ -44,6 +44,19 @@ def _positive_number(key: str, value: Any, upper: float | None = None) -> float:
     return number
 
 
+def _objectives(value: Any) -> tuple[str, ...]:
+    from mtnas.search.budget import COST_KEYS
+
+    items = list(value) if isinstance(value, list | tuple) else None
+    if not items or any(o not in COST_KEYS for o in items) or len(set(items)) != len(items):
+        raise ConfigError(
+            "search.objectives",
+            f"got {value!r}; expected a non-empty list of distinct costs from {list(COST_KEYS)} (the costs "
+            "traded against Δm in the reported front), e.g. search.objectives=[params,flops].",
+        )
+    return tuple(items)
+
+
 class PolicyMethod(SearchMethod):
     stages = ("pretrain", "policy", "derive", "retrain")
     search_name = "policy"
@@ -97,7 +110,7 @@ class PolicyMethod(SearchMethod):
         one_of("method.retrain.init", self.retrain.get("init"), RETRAIN_INITS)
         optional_positive_int("method.retrain.max_epochs", self.retrain.get("max_epochs"))
         self.budget = Budget.from_config(budget)
-        self.objectives = tuple(objectives or ("params",))
+        self.objectives = _objectives(objectives)
         for key, value in (("arch", arch), ("supernet_ckpt", supernet_ckpt)):
             if value is not None and not Path(str(value)).expanduser().is_file():
                 raise ConfigError(key, f"file {value} does not exist.")
@@ -180,6 +193,18 @@ class PolicyMethod(SearchMethod):
                 f"method={self.name} searches the blocks of model.backbone.name={self.model['backbone']['name']}; "
                 "the recipe's ViT `space` is not used"
             )
+        trainer = run.cfg.trainer
+        if trainer.get("gradient_clip_val") or int(trainer.get("accumulate_grad_batches") or 1) != 1:
+            key = (
+                "trainer.gradient_clip_val"
+                if trainer.get("gradient_clip_val")
+                else "trainer.accumulate_grad_batches"
+            )
+            raise ConfigError(
+                key,
+                f"method={self.name} steps its two optimizers (weights, policy) itself, which Lightning's gradient "
+                "clipping and accumulation do not support: leave them unset.",
+            )
         spec = {**self.model, "backbone": {**self.model["backbone"], "checkpoint": None}}
         self.layout, self.costs = layout_and_costs(
             spec, run.task_objs, run.image_size, bool(self.policy.get("task_bn", False))
@@ -229,13 +254,49 @@ class PolicyMethod(SearchMethod):
             delta_m_convention=run.cfg.delta_m.convention,
         )
 
+    def check_same_supernet(self, module, path: Path, key: str | None) -> None:
+        """A policy supernet trained with another backbone, heads, options or per-task norms cannot be derived
+        from, retrained from or continued here: say so instead of failing in `load_state_dict`."""
+        trained, here = module.hparams, {"model": self.model, "policy": self.policy}
+        for name, now, then in (
+            (
+                "model.backbone.name",
+                here["model"]["backbone"].get("name"),
+                trained.model["backbone"].get("name"),
+            ),
+            ("model.head", dict(here["model"].get("head") or {}), dict(trained.model.get("head") or {})),
+            (
+                "model.min_reduction",
+                here["model"].get("min_reduction", 4),
+                trained.model.get("min_reduction", 4),
+            ),
+            (
+                "method.policy.options",
+                list(here["policy"]["options"]),
+                list(trained.policy.get("options", OPTIONS)),
+            ),
+            (
+                "method.policy.task_bn",
+                bool(here["policy"].get("task_bn")),
+                bool(trained.policy.get("task_bn")),
+            ),
+        ):
+            if now != then:
+                raise ConfigError(
+                    key or name,
+                    f"{path} was trained with {name}={then!r}, this run has {now!r}: use the same setting, "
+                    "or a new run folder.",
+                )
+
     def load_policy(self, run: Run):
         """The trained policy supernet: `supernet_ckpt=`, else this folder's (or a linked run's) policy/."""
         from mtnas.lit.checkpoint import load_checkpoint
 
         if self.supernet_ckpt is not None:
             run.record_source("policy", self.supernet_ckpt.resolve())
-            return load_checkpoint(self.supernet_ckpt, ("policy",), "supernet_ckpt", self.tasks)
+            module = load_checkpoint(self.supernet_ckpt, ("policy",), "supernet_ckpt", self.tasks)
+            self.check_same_supernet(module, self.supernet_ckpt, "supernet_ckpt")
+            return module
         for run_dir in [run.out, *run.linked_runs()]:
             path = run_dir / "policy" / "last.ckpt"
             recorded = run.sources(run_dir).get("policy")
@@ -253,7 +314,9 @@ class PolicyMethod(SearchMethod):
         if path.parent.parent != run.out:
             run.announce(f"policy: using {path} (from another run folder; recorded in sources.json)")
             run.record_source("policy", path)
-        return load_checkpoint(path, ("policy",), tasks=self.tasks)
+        module = load_checkpoint(path, ("policy",), tasks=self.tasks)
+        self.check_same_supernet(module, path, None)
+        return module
 
     # -- stages -------------------------------------------------------------------------------------
     def run_stage(self, stage: str, run: Run) -> None:
@@ -299,7 +362,9 @@ class PolicyMethod(SearchMethod):
         if not (unit.dir / "last.ckpt").exists() and not (unit.dir / "fit.json").exists():
             pretrained = self.stage_dir(run, "pretrain") / "last.ckpt"
             if pretrained.exists():
-                state = load_checkpoint(pretrained, ("policy",), tasks=self.tasks).net.state_dict()
+                trained = load_checkpoint(pretrained, ("policy",), tasks=self.tasks)
+                self.check_same_supernet(trained, pretrained, None)
+                state = trained.net.state_dict()
                 state["policy_logits"] = torch.zeros_like(module.net.policy_logits)
                 module.net.load_state_dict(state)
             else:

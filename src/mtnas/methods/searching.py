@@ -140,7 +140,7 @@ class SearchMethod(Method):
     ) -> None:
         """The search's artifacts: `search/pareto.json`, `arch.yaml` (with how it was chosen) and `pareto.png`.
         Costing runs on every process (a latency measurement may broadcast); only rank 0 writes."""
-        self._searched = self.space.arch_from_dict(best["arch"], source=log.path)
+        self._searched = type(self.space.largest()).from_dict(best["arch"])
         fronts = self.fronts(run, records)
         if not run.is_writer:
             return

@@ -107,7 +107,7 @@ def split_blocks(model: nn.Module, image_size: tuple[int, int], name: str = "the
     x = torch.randn(1, 3, *image_size, generator=torch.Generator().manual_seed(0))
     try:
         steps, _ = _open(top, x)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, ValueError, AssertionError) as err:
         raise ConfigError(
             "model.backbone.name", f"{name} does not run on {image_size[0]}×{image_size[1]} images: {err}"
         ) from None
@@ -135,7 +135,14 @@ def split_blocks(model: nn.Module, image_size: tuple[int, int], name: str = "the
             y = out
         model.train(was_training)
     for f in tapped:
-        taps.append(max(j for j, n in enumerate(names) if n == f or n.startswith(f + ".")))
+        found = [j for j, n in enumerate(names) if n == f or n.startswith(f + ".")]
+        if not found:
+            raise ConfigError(
+                "model.backbone.name",
+                f"{name}: timm taps its features at `{f}`, which is inside a block mtnas cannot open; "
+                "method=automtl cannot split this model (use e.g. resnet18, mobilenetv3_large_100, efficientnet_b0).",
+            )
+        taps.append(max(found))
     for j in taps:
         out = shapes[j][1]
         if len(out) != 4:
@@ -197,7 +204,10 @@ class TaskBatchNorm(nn.Module):
 
 
 def with_task_norms(block: nn.Module, tasks: list[str]) -> nn.Module:
-    """`block` with each BatchNorm replaced by a `TaskBatchNorm` over `tasks` (in place)."""
+    """`block` with each BatchNorm replaced by a `TaskBatchNorm` over `tasks` (in place; a block that is a
+    BatchNorm itself is wrapped)."""
+    if isinstance(block, nn.modules.batchnorm._BatchNorm):
+        return TaskBatchNorm(block, tasks)
     for module in list(block.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm):
@@ -220,7 +230,7 @@ class BlockRouter(nn.Module):
         self.layout = layout
         self.fixed, self.shared, self.specific, self.skip, self.heads = fixed, shared, specific, skip, heads
 
-    def apply(self, node: int, option: str, task: str, x: Tensor) -> Tensor:
+    def run_option(self, node: int, option: str, task: str, x: Tensor) -> Tensor:
         key = str(node)
         if option == "shared":
             if self.layout.task_bn:
@@ -251,11 +261,14 @@ class BlockRouter(nn.Module):
                 groups: dict[tuple[int, str], list[str]] = {}
                 for t in tasks:
                     option = option_of(node, t)
-                    groups.setdefault((where[t], self.layout.option_key(option, t)), []).append(t)
+                    key = self.layout.option_key(option, t)
+                    # Gated (policy steps): each task on its own path, so that its logits' straight-through
+                    # gradient comes from its own loss only, as in AutoMTL.
+                    groups.setdefault((where[t], key if gate is None else f"{key}|{t}"), []).append(t)
                 new: dict[int, Tensor] = {}
                 for (src, key), members in groups.items():
-                    option = key.split("/")[0]
-                    y = self.apply(node, option, members[0], acts[src])
+                    option = key.split("|")[0].split("/")[0]
+                    y = self.run_option(node, option, members[0], acts[src])
                     new[fresh] = gate(node, option, members, y) if gate is not None else y
                     for t in members:
                         where[t] = fresh
@@ -296,7 +309,7 @@ class PolicySupernet(BlockRouter):
         task_bn: bool = False,
     ):
         chain, modules, costs = build_parts(
-            backbone, tasks, image_size, head, min_reduction, needs=None, task_bn=task_bn
+            backbone, tasks, image_size, head, min_reduction, needs=None, task_bn=task_bn, options=options
         )
         super().__init__(chain, *modules)
         self.costs = costs
@@ -396,7 +409,7 @@ class PolicySupernet(BlockRouter):
                     if option not in self.space.options or float(w[o].detach()) == 0.0:
                         continue
                     key = self.layout.option_key(option, t)
-                    y = once(cache, x, key, lambda x=x, o=option, t=t, n=node: self.apply(n, o, t, x))
+                    y = once(cache, x, key, lambda x=x, o=option, t=t, n=node: self.run_option(n, o, t, x))
                     mixed = w[o] * y if mixed is None else mixed + w[o] * y
                 new[t] = mixed
             acts = new
@@ -434,8 +447,9 @@ class PolicySupernet(BlockRouter):
         used_shared = 1 - torch.prod(1 - p[..., 0], dim=1)
         used_skip = 1 - torch.prod(1 - p[..., 2], dim=1)
         nodes = used_shared * c["node"] + p[..., 1].sum(1) * c["node"] + used_skip * c["skip"]
-        if self.layout.task_bn and key == "params":  # a BatchNorm per task on the shared block
-            nodes = nodes + (p[..., 0].sum(1) - used_shared) * c["bn"]
+        if self.layout.task_bn:  # a BatchNorm per task on the shared block, which then runs per task
+            extra = p[..., 0].sum(1) - used_shared
+            nodes = nodes + extra * (c["bn"] if key == "params" else c["node"])
         return c["fixed"] + c["heads"].sum() + nodes.sum()
 
     @torch.no_grad()
@@ -557,9 +571,14 @@ def create_backbone(backbone: Mapping[str, Any], image_size: tuple[int, int]) ->
         raise ConfigError("model.backbone", f"timm could not build {name!r}: {e}") from None
 
 
-def _wanted(needs, node: int, tasks: list[str]) -> set[str]:
-    if needs is None:
-        return {"shared", "skip", *tasks, *(f"shared/{t}" for t in tasks)}
+def _wanted(needs, node: int, tasks: list[str], options: Sequence[str] = OPTIONS) -> set[str]:
+    if needs is None:  # every option the space allows
+        want = {"shared", *(f"shared/{t}" for t in tasks)}
+        return (
+            want
+            | ({"skip"} if "skip" in options else set())
+            | (set(tasks) if "specific" in options else set())
+        )
     return needs(node) if callable(needs) else needs[node]
 
 
@@ -571,6 +590,7 @@ def build_parts(
     min_reduction: int,
     needs: list[set[str]] | Callable[[int], set[str]] | None,
     task_bn: bool = False,
+    options: Sequence[str] = OPTIONS,
 ):
     """The layout, the modules (fixed, shared, specific, skip, heads) and the cost tables of a chain;
     `needs` (per node, as `needed_options`, or a function of the node) limits the modules to one arch's,
@@ -592,7 +612,7 @@ def build_parts(
     shared, specific, skip = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
     projections = {}
     for i, j in enumerate(node_steps):
-        want = _wanted(needs, i, task_names)
+        want = _wanted(needs, i, task_names, options)
         block = chain.modules[j]
         copies = {t: copy.deepcopy(block) for t in task_names if t in want}
         if "shared" in want:
