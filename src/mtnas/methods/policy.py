@@ -103,7 +103,7 @@ class PolicyMethod(SearchMethod):
         optional_positive_int("method.pretrain.max_epochs", self.pretrain.get("max_epochs"))
         self.derive = dict(derive)
         positive_int("method.derive.samples", self.derive.get("samples", 0), minimum=0)
-        one_of("method.derive.pick", self.derive.get("pick", "best"), PICKS)
+        one_of("method.derive.pick", self.derive.get("pick", "argmax"), PICKS)
         optional_positive_int("method.derive.val_batches", self.derive.get("val_batches"))
         positive_int("method.derive.bn_batches", self.derive.get("bn_batches", 0), minimum=0)
         self.retrain = dict(retrain)
@@ -430,7 +430,7 @@ class PolicyMethod(SearchMethod):
                 f"none of the {len(archs)} derived archs meets {self.budget.describe()}: raise "
                 "method.policy.budget_weight, draw more archs (method.derive.samples), or widen `budget`."
             )
-        if self.derive.get("pick", "best") == "argmax":
+        if self.derive.get("pick", "argmax") == "argmax":
             best = (
                 scored[0]
                 if self.budget.satisfied(scored[0]["cost"])
