@@ -221,6 +221,35 @@ def test_straight_through_gates_change_nothing_in_value_and_reach_the_logits():
     assert net.policy_logits.grad[:, order.index("depth")].abs().sum() == 0
 
 
+def test_budget_penalty_is_zero_within_the_budget_and_steers_the_policy_below_it():
+    from mtnas.lit.policy import PolicyLitModule
+
+    cfg = compose_cfg(["+experiment=automtl_demo"])
+    policy = OmegaConf.to_container(cfg.method.policy, resolve=True)
+    kwargs = dict(
+        tasks=["semseg", "depth"],
+        available_tasks=OmegaConf.to_container(cfg.data.available_tasks, resolve=True),
+        model={"backbone": {"name": "resnet18"}, "head": {"hidden": 8}},
+        policy=policy,
+        optim={"lr": 1e-3},
+        loss={},
+        image_size=SIZE,
+    )
+    roomy = PolicyLitModule(**kwargs, budget={"params": 1e12})
+    assert float(roomy.budget_penalty()) == 0.0
+    tight = PolicyLitModule(**kwargs, budget={"params": 5e6})
+    expected = tight.net.expected_cost("params")
+    assert float(tight.budget_penalty().detach()) == pytest.approx(
+        float(expected.detach()) / 5e6 - 1, rel=1e-6
+    )
+    opt = torch.optim.Adam(tight.net.policy_parameters(), lr=0.1)
+    for _ in range(20):
+        opt.zero_grad()
+        tight.budget_penalty().backward()
+        opt.step()
+    assert float(tight.net.expected_cost("params").detach()) < float(expected.detach())
+
+
 def test_temperature_decays_per_policy_round():
     from mtnas.lit.policy import PolicyLitModule
 

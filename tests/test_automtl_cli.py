@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 RUN = [
     *TINY,
     "+experiment=automtl_demo",
+    "budget=none",  # the budget term is tested on its own (test_automtl.py); here the stages and files are
     "tasks=[semseg,depth]",
     "logger=none",
     "data.synthetic.height=32",
