@@ -2,8 +2,9 @@
 of an extracted subnet vs the static hard-sharing net of about its params.
 
 Rows (ratios measured in one run):
-- weight step / policy step (hard, straight-through Gumbel; only the chosen options run): with tasks on identical
-  paths sharing activations it should cost about as many backbone passes as the arch has distinct paths;
+- weight step (an arch sampled from the policy; only the chosen options run, tasks on identical paths share
+  activations): about as many backbone passes as the arch has distinct paths;
+- policy step (straight-through Gumbel): each task on its own path, so that its logits learn from its own loss;
 - soft policy step (every option of every block, mixed): the 3 × T backbone passes hard sampling avoids;
 - extracted subnet forward vs hard sharing, for an arch with one task specific in the second half of the net.
 """
@@ -71,21 +72,24 @@ def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: in
 
     paths = []
 
-    def hard_policy_step():
-        net.zero_grad()
+    def sampled_arch():
         gates = net.gumbel_gates(tau=5.0)
         arch = net.arch_of(gates.detach().argmax(-1))
-        paths.append(
-            len(
-                {
-                    tuple(
-                        arch.option(i, t) if arch.option(i, t) != "specific" else t
-                        for i in range(len(arch.nodes))
-                    )
-                    for t in arch.tasks
-                }
-            )
-        )
+        routes = {
+            tuple(arch.option(i, t) if arch.option(i, t) != "specific" else t for i in range(len(arch.nodes)))
+            for t in arch.tasks
+        }
+        paths.append(len(routes))
+        return gates, arch
+
+    def weight_step():  # the sampled arch; tasks on the same path share its computation
+        net.zero_grad()
+        _, arch = sampled_arch()
+        loss(net(batch["image"], arch)).backward()
+
+    def hard_policy_step():  # straight-through gates; each task on its own path (its own gradients)
+        net.zero_grad()
+        gates, _ = sampled_arch()
         loss(net(batch["image"], gates=gates)).backward()
 
     def soft_policy_step():
@@ -94,6 +98,7 @@ def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: in
         loss(net.forward_soft(batch["image"], gates)).backward()
 
     base = _median(hard_sharing_step, repeats)
+    weights = _median(weight_step, repeats)
     hard = _median(hard_policy_step, repeats)
     soft = _median(soft_policy_step, max(2, repeats // 2))
     # Extracted subnet: depth specific in the second half of the blocks, everything else shared.
@@ -107,10 +112,11 @@ def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: in
     rows = [
         ("hard-sharing step (fwd+bwd)", base, "1.00"),
         (
-            f"policy step, hard Gumbel (mean {statistics.mean(paths):.1f} distinct paths of {len(tasks)} tasks)",
-            hard,
-            f"{hard / base:.2f}",
+            f"weight step, sampled arch (mean {statistics.mean(paths):.1f} distinct paths of {len(tasks)} tasks)",
+            weights,
+            f"{weights / base:.2f}",
         ),
+        (f"policy step, hard Gumbel ({len(tasks)} task paths)", hard, f"{hard / base:.2f}"),
         (f"policy step, soft (all 3 options × {len(tasks)} tasks)", soft, f"{soft / base:.2f}"),
         ("hard-sharing forward (eval)", fwd_static, "1.00"),
         (
