@@ -221,23 +221,26 @@ def test_straight_through_gates_change_nothing_in_value_and_reach_the_logits():
     assert net.policy_logits.grad[:, order.index("depth")].abs().sum() == 0
 
 
-def test_budget_penalty_is_zero_within_the_budget_and_steers_the_policy_below_it():
-    from mtnas.lit.policy import PolicyLitModule
-
+def _policy_module_args() -> dict:
+    """A small PolicyLitModule's arguments: the demo's policy settings, resnet18, two tasks."""
     cfg = compose_cfg(["+experiment=automtl_demo"])
-    policy = OmegaConf.to_container(cfg.method.policy, resolve=True)
-    kwargs = dict(
+    return dict(
         tasks=["semseg", "depth"],
         available_tasks=OmegaConf.to_container(cfg.data.available_tasks, resolve=True),
         model={"backbone": {"name": "resnet18"}, "head": {"hidden": 8}},
-        policy=policy,
+        policy=OmegaConf.to_container(cfg.method.policy, resolve=True),
         optim={"lr": 1e-3},
         loss={},
         image_size=SIZE,
     )
-    roomy = PolicyLitModule(**kwargs, budget={"params": 1e12})
+
+
+def test_budget_penalty_is_zero_within_the_budget_and_steers_the_policy_below_it():
+    from mtnas.lit.policy import PolicyLitModule
+
+    roomy = PolicyLitModule(**_policy_module_args(), budget={"params": 1e12})
     assert float(roomy.budget_penalty()) == 0.0
-    tight = PolicyLitModule(**kwargs, budget={"params": 5e6})
+    tight = PolicyLitModule(**_policy_module_args(), budget={"params": 5e6})
     expected = tight.net.expected_cost("params")
     assert float(tight.budget_penalty().detach()) == pytest.approx(
         float(expected.detach()) / 5e6 - 1, rel=1e-6
@@ -253,16 +256,9 @@ def test_budget_penalty_is_zero_within_the_budget_and_steers_the_policy_below_it
 def test_temperature_decays_per_policy_round():
     from mtnas.lit.policy import PolicyLitModule
 
-    cfg = compose_cfg(["+experiment=automtl_demo"])
-    policy = OmegaConf.to_container(cfg.method.policy, resolve=True)
+    args = _policy_module_args()
     module = PolicyLitModule(
-        tasks=["semseg", "depth"],
-        available_tasks=OmegaConf.to_container(cfg.data.available_tasks, resolve=True),
-        model={"backbone": {"name": "resnet18"}, "head": {"hidden": 8}},
-        policy={**policy, "tau": 5.0, "tau_decay": 0.5, "policy_steps": 4},
-        optim={"lr": 1e-3},
-        loss={},
-        image_size=SIZE,
+        **{**args, "policy": {**args["policy"], "tau": 5.0, "tau_decay": 0.5, "policy_steps": 4}}
     )
     for steps, tau in [(0, 5.0), (3, 5.0), (4, 2.5), (9, 1.25)]:
         module.policy_steps.fill_(steps)

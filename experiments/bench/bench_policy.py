@@ -15,16 +15,11 @@ import statistics
 import time
 
 import torch
+from bench_train_step import AVAILABLE  # the same tasks as the static training-step benchmark
 
 from mtnas.lit.multitask import MultiTaskLitModule
 from mtnas.search.cost import count_params
 from mtnas.supernet.policy import PolicySupernet
-
-AVAILABLE = {
-    "semseg": {"type": "semseg", "num_classes": 7},
-    "depth": {"type": "depth"},
-    "normal": {"type": "normal"},
-}
 
 
 def _median(fn, repeats: int) -> float:

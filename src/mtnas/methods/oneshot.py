@@ -110,15 +110,6 @@ class OneShotMethod(SearchMethod):
     def trained_dirs(self, run: Run) -> list[Path]:
         return [run.out / self.final_folder, self.supernet_dir(run)]
 
-    def linked_runs(self) -> list[Path]:
-        runs = []
-        if self.supernet_ckpt is not None:  # RUN/supernet/last.ckpt
-            runs.append(self.supernet_ckpt.resolve().parent.parent)
-        if self.arch_file is not None:  # RUN/arch.yaml, or a retrained model's RUN/retrain/arch.yaml
-            arch_dir = self.arch_file.resolve().parent
-            runs.append(arch_dir.parent if arch_dir.name == "retrain" else arch_dir)
-        return runs
-
     # -- cost ---------------------------------------------------------------------------------------
     def analytic_cost(self, run: Run, arch: ViTArch) -> dict[str, float]:
         return ViTCost.of(self.space, run.task_objs, run.image_size, self.patch_size)(arch)

@@ -166,15 +166,6 @@ class PolicyMethod(SearchMethod):
     def trained_dirs(self, run: Run) -> list[Path]:
         return [run.out / self.final_folder, run.out / "policy", run.out / "pretrain"]
 
-    def linked_runs(self) -> list[Path]:
-        runs = []
-        if self.supernet_ckpt is not None:  # RUN/policy/last.ckpt
-            runs.append(self.supernet_ckpt.resolve().parent.parent)
-        if self.arch_file is not None:
-            arch_dir = self.arch_file.resolve().parent
-            runs.append(arch_dir.parent if arch_dir.name == "retrain" else arch_dir)
-        return runs
-
     def describe_arch(self, arch: Mapping[str, Any]) -> str:
         return PolicyArch.from_dict(arch).describe()
 

@@ -34,7 +34,8 @@ class SearchMethod(Method):
     select_rule: str = "best"
     search_name: str = "search"
     retrain: dict[str, Any]
-    arch_file: Path | None = None
+    arch_file: Path | None = None  # `arch=`: an arch file to retrain
+    supernet_ckpt: Path | None = None  # `supernet_ckpt=`: RUN/<stage>/last.ckpt of a trained supernet
 
     def __init__(self, name: str):
         super().__init__(name)
@@ -49,6 +50,17 @@ class SearchMethod(Method):
     @staticmethod
     def arch_path(run: Run) -> Path:
         return run.out / "arch.yaml"
+
+    def linked_runs(self) -> list[Path]:
+        """The run folders `supernet_ckpt=` (RUN/<stage>/last.ckpt) and `arch=` (RUN/arch.yaml, or a retrained
+        model's RUN/retrain/arch.yaml) come from."""
+        runs = []
+        if self.supernet_ckpt is not None:
+            runs.append(self.supernet_ckpt.resolve().parent.parent)
+        if self.arch_file is not None:
+            arch_dir = self.arch_file.resolve().parent
+            runs.append(arch_dir.parent if arch_dir.name == "retrain" else arch_dir)
+        return runs
 
     def describe_arch(self, arch: Mapping[str, Any]) -> str:
         return type(self.space.largest()).from_dict(arch).describe()

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtnas.errors import ConfigError
+from mtnas.space.arch_file import read_arch_file
 
 OPTIONS = ("shared", "specific", "skip")  # index order of the policy logits
 
@@ -153,20 +152,9 @@ class PolicySpace:
         return arch
 
     def read_arch(self, path: str | Path, key: str = "arch") -> PolicyArch:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(key, f"arch file {path} does not exist.")
-        try:
-            d = yaml.safe_load(path.read_text())
-            if not isinstance(d, Mapping):
-                raise ValueError(f"the file holds a {type(d).__name__}, not a mapping")
-            arch = PolicyArch.from_dict(d)
-        except (yaml.YAMLError, UnicodeDecodeError, ValueError, ConfigError) as err:
-            why = str(err).removeprefix("Config error at `arch`: ").splitlines()[0]
-            raise ConfigError(
-                key, f"{path} is not a block-policy arch file (a run's arch.yaml): {why}"
-            ) from None
-        return self.arch_from_dict(arch.to_dict(), source=path, key=key)
+        what = "a block-policy arch file (a run's arch.yaml)"
+        arch = read_arch_file(path, key, PolicyArch.from_dict, what)
+        return self.arch_from_dict(arch.to_dict(), source=Path(path).expanduser(), key=key)
 
 
 def option_counts(arch: PolicyArch) -> dict[str, int]:

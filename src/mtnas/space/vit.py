@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtnas.errors import ConfigError
+from mtnas.space.arch_file import read_arch_file
 
 
 def _is_choice(value: Any, integer: bool) -> bool:
@@ -96,19 +95,9 @@ class ViTArch:
     @classmethod
     def read(cls, path: str | Path, key: str = "arch") -> ViTArch:
         """The arch in a YAML file (a run's arch.yaml); any other file is a one-paragraph error at `key`."""
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(key, f"arch file {path} does not exist.")
-        try:
-            d = yaml.safe_load(path.read_text())
-            if not isinstance(d, Mapping):
-                raise ValueError(f"the file holds a {type(d).__name__}, not a mapping")
-            return cls.from_dict(d)
-        except (yaml.YAMLError, UnicodeDecodeError, ValueError, ConfigError) as err:
-            why = str(err).removeprefix("Config error at `arch`: ").splitlines()[0]
-            raise ConfigError(
-                key, f"{path} is not an arch file (a run's arch.yaml, as the search writes it): {why}"
-            ) from None
+        return read_arch_file(
+            path, key, cls.from_dict, "an arch file (a run's arch.yaml, as the search writes it)"
+        )
 
 
 @dataclass(frozen=True)
