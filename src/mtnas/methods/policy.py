@@ -12,6 +12,7 @@ paper). Run folder: `pretrain/`, `policy/` (with `split.json`, the two train sub
 
 from __future__ import annotations
 
+import random
 import time
 import zipfile
 from collections.abc import Mapping
@@ -369,7 +370,7 @@ class PolicyMethod(SearchMethod):
 
     def derive_arch(self, run: Run) -> None:
         """The policy's most probable arch and `derive.samples` archs drawn from it, scored on val with
-        inherited weights; `derive.pick`: the best within the budget, or the most probable."""
+        inherited weights; `derive.pick`: the most probable (when within the budget), or the best val Δm."""
         import torch
 
         from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
@@ -403,8 +404,6 @@ class PolicyMethod(SearchMethod):
         archs = [argmax, *(net.sample_arch(generator) for _ in range(int(self.derive.get("samples", 0))))]
         log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
         with run.progress(f"derive: scoring the policy's arch and {len(archs) - 1} samples"):
-            import random
-
             problem = Problem(
                 self.space,
                 evaluator,
@@ -431,7 +430,7 @@ class PolicyMethod(SearchMethod):
             best = select(records, "best", self.objectives)
         how = "the policy's most probable arch" if best is scored[0] else "the best of the policy's samples"
         self.write_choice(run, log, records, best, f"automtl ({how})")
-        expected = float(net.expected_cost("params"))
+        expected = float(net.expected_cost("params").detach())
         run.announce(
             f"derive: {len(set(map(id, scored)))} distinct archs scored in {time.perf_counter() - started:.0f} s; "
             f"expected params under the policy {expected / 1e6:.3f} M"
