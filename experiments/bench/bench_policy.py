@@ -15,9 +15,8 @@ import statistics
 import time
 
 import torch
-from bench_train_step import AVAILABLE  # the same tasks as the static training-step benchmark
+from bench_train_step import AVAILABLE, hard_sharing_module, synthetic_batch  # the same tasks and model
 
-from mtnas.lit.multitask import MultiTaskLitModule
 from mtnas.search.cost import count_params
 from mtnas.supernet.policy import PolicySupernet
 
@@ -34,28 +33,10 @@ def _median(fn, repeats: int) -> float:
 
 def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: int = 16, repeats: int = 6):
     torch.manual_seed(0)
-    tasks_list = list(AVAILABLE)
-    static = MultiTaskLitModule(
-        tasks_list,
-        AVAILABLE,
-        {
-            "_target_": "mtnas.nn.multitask.build_multitask_net",
-            "backbone": {"name": backbone},
-            "head": {"hidden": 32},
-        },
-        {"lr": 1e-3},
-        {"weighting": "fixed"},
-        size,
-    )
+    static = hard_sharing_module(list(AVAILABLE), backbone, size)
     tasks = static.tasks
     net = PolicySupernet({"name": backbone}, tasks, size, {"hidden": 32}, 4)
-    b = batch_size
-    batch = {
-        "image": torch.rand(b, 3, *size),
-        "semseg": torch.randint(0, 7, (b, *size)),
-        "depth": torch.rand(b, 1, *size) + 0.5,
-        "normal": torch.nn.functional.normalize(torch.randn(b, 3, *size), dim=1),
-    }
+    batch = synthetic_batch(batch_size, size)
 
     def loss(preds):
         return sum(task.loss(preds[t], batch[t]) for t, task in tasks.items())

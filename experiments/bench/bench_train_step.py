@@ -20,7 +20,17 @@ AVAILABLE = {
 }
 
 
-def _module(tasks, backbone, size):
+def synthetic_batch(b: int, size) -> dict:
+    """A random batch of images and targets for the three AVAILABLE tasks."""
+    return {
+        "image": torch.rand(b, 3, *size),
+        "semseg": torch.randint(0, 7, (b, *size)),
+        "depth": torch.rand(b, 1, *size) + 0.5,
+        "normal": torch.nn.functional.normalize(torch.randn(b, 3, *size), dim=1),
+    }
+
+
+def hard_sharing_module(tasks, backbone, size):
     return MultiTaskLitModule(
         tasks,
         AVAILABLE,
@@ -51,16 +61,10 @@ def _step_time(module, batch, repeats):
 
 def main(backbone: str = "mobilenetv3_small_100", size=(96, 128), batch_size: int = 16, repeats: int = 8):
     torch.manual_seed(0)
-    b = batch_size
-    batch = {
-        "image": torch.rand(b, 3, *size),
-        "semseg": torch.randint(0, 7, (b, *size)),
-        "depth": torch.rand(b, 1, *size) + 0.5,
-        "normal": torch.nn.functional.normalize(torch.randn(b, 3, *size), dim=1),
-    }
+    batch = synthetic_batch(batch_size, size)
     tasks = list(AVAILABLE)
-    mtl = _step_time(_module(tasks, backbone, size), batch, repeats)
-    singles = [_step_time(_module([t], backbone, size), batch, repeats) for t in tasks]
+    mtl = _step_time(hard_sharing_module(tasks, backbone, size), batch, repeats)
+    singles = [_step_time(hard_sharing_module([t], backbone, size), batch, repeats) for t in tasks]
     return [
         (f"multi-task step ({len(tasks)} tasks)", mtl, f"{mtl / sum(singles):.2f}× of the single-task steps"),
         *[

@@ -9,7 +9,7 @@ options the task's path takes there: the `shared` block, its own `specific` copy
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,3 @@ def option_counts(arch: PolicyArch) -> dict[str, int]:
         for _, option in row:
             counts[option] += 1
     return counts
-
-
-def tasks_of(rows: Sequence[tuple[str, str]], option: str) -> list[str]:
-    return [t for t, o in rows if o == option]
