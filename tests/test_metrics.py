@@ -128,9 +128,12 @@ def test_saliency_maxf_and_iou_by_hand():
     m = SaliencyMetrics(num_thresholds=3)
     m.update(_logits(probs), target)
     out = m.compute()
-    # At 0.75: image 1 P=1 R=1, image 2 P=1 R=0.5 → mean P=1, R=0.75 → F(β²=0.3) = 1.3·0.75/(0.3+0.75).
-    # (At 0.25: F = 1.3·0.75/(0.225+1) = 0.796; at 0.5: 0.75.)
-    assert float(out["maxf"]) == pytest.approx(1.3 * 0.75 / 1.05, abs=1e-6)
+    # Counts pooled over both images (3 salient pixels in all), per threshold:
+    #   0.25: TP 3, predicted 4 → P 3/4, R 1   → F = 1.3·0.75/(0.225+1)  = 0.796
+    #   0.5:  TP 2, predicted 3 → P 2/3, R 2/3 → F = 2/3
+    #   0.75: TP 2, predicted 2 → P 1,   R 2/3 → F = 1.3·(2/3)/(0.3+2/3) = 0.897 (the max)
+    # Averaging P and R per image instead (the old convention) would give 1.3·0.75/1.05 = 0.929 at 0.75.
+    assert float(out["maxf"]) == pytest.approx(1.3 * (2 / 3) / (0.3 + 2 / 3), abs=1e-6)
     # IoU at 0.5 per image: {a,b} vs {a} → 0.5; {a} vs {a,b} → 0.5.
     assert float(out["miou"]) == pytest.approx(0.5)
 
