@@ -3,8 +3,8 @@
 * the MTAN preprocessed layout (`npy_folder`, `conf/data/cityscapes.yaml`): `{split}/{image,label_7,
   label_19,depth}/{i}.npy`, float labels with −1 = ignore, H×W×1 inverse depth with 0 = invalid;
 * the official layout (`mtnas.data.cityscapes`, `conf/data/cityscapes_official.yaml`): 8-bit RGB
-  `leftImg8bit`, 8-bit `gtFine_labelIds`, 16-bit `disparity` PNGs and `camera` JSON, mapped through the
-  cityscapesScripts label table and decoded to metric depth.
+  `leftImg8bit`, 8-bit `gtFine_labelIds`, 16-bit `gtFine_instanceIds` and `disparity` PNGs and `camera`
+  JSON, mapped through the cityscapesScripts label table, decoded to metric depth and instance boxes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ FX = 2000.0
 PLANTED_IDS = [(7, 0, 0), (0, -1, -1), (9, 0, -1), (24, 5, 11), (33, 6, 18), (23, 4, 10), (3, -1, -1)]
 # … and (16-bit value, disparity in pixels or None = invalid).
 PLANTED_DISP = [(0, None), (1, None), (1 + 256 * 20, 20.0), (1 + 256 * 10 + 128, 10.5), (1 + 256 * 2, 2.0)]
+# Instances planted in every instanceIds image: (id, rows, cols, box class or None = no box). Everywhere else
+# the file holds the plain label id (crowds of instance classes among them: no box).
+PLANTED_INSTANCES = [
+    (26001, slice(4, 10), slice(10, 20), 2),  # car #1
+    (24000, slice(12, 16), slice(30, 34), 0),  # person #0
+    (29002, slice(20, 23), slice(40, 46), None),  # caravan: not an evaluated instance class
+    (33005, slice(25, 26), slice(60, 61), 7),  # a one-pixel bicycle
+]
 
 
 def stem(city, i):
@@ -63,7 +71,13 @@ def write_official(root, size=(H, W), camera=True, seed=0):
                 disp[0, : len(PLANTED_DISP)] = [p[0] for p in PLANTED_DISP]
                 disp[-2:] = 0  # invalid rows (the ego-vehicle hood has no disparity)
                 Image.fromarray(rgb).save(root / "leftImg8bit" / split / city / f"{s}_leftImg8bit.png")
+                instance_ids = ids.astype(np.uint16)
+                for value, rows, cols, _ in PLANTED_INSTANCES:
+                    instance_ids[rows, cols] = value
+                    ids[rows, cols] = value // 1000
                 Image.fromarray(ids).save(root / "gtFine" / split / city / f"{s}_gtFine_labelIds.png")
+                instances = root / "gtFine" / split / city / f"{s}_gtFine_instanceIds.png"
+                Image.fromarray(instance_ids).save(instances)
                 Image.fromarray(disp).save(root / "disparity" / split / city / f"{s}_disparity.png")
                 if camera:
                     cam = {
@@ -122,6 +136,33 @@ def test_official_layout_reads_to_expected_tensors(tmp_path):
         np.testing.assert_allclose(
             depth[0, 5].numpy(), bf / ((raw[5].astype(np.float64) - 1) / 256), rtol=1e-6
         )
+
+
+def test_official_layout_reads_instance_boxes(tmp_path):
+    write_official(tmp_path)
+    raw = np.array(Image.open(next((tmp_path / "gtFine" / "train").glob("*/*_instanceIds.png"))))
+    assert raw.dtype == np.uint16 and (raw == 26001).any()  # a real 16-bit instanceIds PNG
+    targets = {**TARGETS, "detection": Target("detection", "boxes", "instanceIds", num_classes=8)}
+    want = torch.tensor(
+        [
+            [c.start / W, r.start / H, c.stop / W, r.stop / H]
+            for _, r, c, k in PLANTED_INSTANCES
+            if k is not None
+        ]
+    )
+    for size in ((H, W), (16, 32)):  # normalised boxes do not change when the image is resized
+        ds = CityscapesDataset(tmp_path, "train", targets, image_size=size)
+        sample = ds[0]
+        assert sample["image"].shape == (3, *size)
+        order = sample["detection"]["boxes"][:, 0].argsort()
+        torch.testing.assert_close(sample["detection"]["boxes"][order], want[want[:, 0].argsort()])
+        assert sorted(sample["detection"]["labels"].tolist()) == [0, 2, 7]
+    bad = next((tmp_path / "gtFine" / "val").glob("*/*_instanceIds.png"))
+    Image.fromarray(np.full((H, W), 40001, np.uint16)).save(bad)
+    with pytest.raises(DataError, match="id 40001 is neither a label id"):
+        CityscapesDataset(tmp_path, "val", targets, image_size=(H, W))
+    with pytest.raises(ConfigError, match="num_classes"):
+        CityscapesDataset(tmp_path, "val", {"d": Target("d", "boxes", "instanceIds", num_classes=3)})
 
 
 def test_official_layout_resizes_and_keeps_metric_depth(tmp_path):
@@ -205,6 +246,8 @@ def test_mtnas_data_check_official(tmp_path, capsys):
     assert check("cityscapes_official", tmp_path) == 0
     out = capsys.readouterr().out
     assert "train" in out and "val" in out and "semseg class histogram" in out
+    assert check("cityscapes_official", tmp_path, tasks=["semseg19", "detection"]) == 0
+    assert "detection boxes per class: 0:5 1:0 2:5 3:0 4:0 5:0 6:0 7:5 (total 15)" in capsys.readouterr().out
     (tmp_path / "gtFine" / "train" / "bremen" / f"{stem('bremen', 0)}_gtFine_labelIds.png").unlink()
     label = tmp_path / "gtFine" / "val" / "lindau" / f"{stem('lindau', 1)}_gtFine_labelIds.png"
     ids = np.array(Image.open(label))

@@ -3,6 +3,9 @@
 
     leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png   8-bit RGB, 1024×2048
     gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png    8-bit, official label ids 0..33
+    gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png 16-bit; labelId · 1000 + k for
+                                                                       instance k of a class with instances,
+                                                                       the plain labelId elsewhere (crowds)
     disparity/<split>/<city>/<city>_<seq>_<frame>_disparity.png       16-bit; p > 0: d = (p − 1) / 256 px,
                                                                        p = 0: invalid
     camera/<split>/<city>/<city>_<seq>_<frame>_camera.json            {"extrinsic": {"baseline": m, …},
@@ -19,6 +22,9 @@ Targets (`source` of a task in the data config):
   marks `ignoreInEval` but that belong to a real category (parking, rail track, guard rail, bridge, tunnel,
   polegroup, caravan, trailer) keep their category, as the labelId → categoryId mapping says.
 * semseg `trainId`: the 19 official training classes; trainId 255 (ignore) → −1.
+* detection `instanceIds`: one box per instance (the extent of its pixels) of the 8 classes the official
+  instance benchmark evaluates — person, rider, car, truck, bus, train, motorcycle, bicycle, as classes 0..7;
+  crowd regions (plain label ids, no instance number) and caravan/trailer get no box.
 * depth `disparity`: **metric depth in metres**, baseline · fx / d from the 16-bit disparity; d = 0 (p = 0
   invalid, or p = 1, i.e. zero disparity / infinite depth) and depth beyond `max_depth` → 0 (invalid).
   Unlike the preprocessed `.npy` layout (`conf/data/cityscapes.yaml`, inverse depth), these are metres.
@@ -50,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from mtnas.data.files import FileDataset, image_size_of, read_image, read_png
+from mtnas.data.files import FileDataset, image_size_of, instance_boxes, read_image, read_png
 from mtnas.errors import ConfigError, DataError
 
 # (name, labelId, trainId, categoryId) — every label of cityscapesScripts/helpers/labels.py
@@ -112,13 +118,18 @@ def _lut(column: int) -> np.ndarray:
 
 LUTS = {"trainId": _lut(2), "category": _lut(3)}
 NUM_CLASSES = {"trainId": 19, "category": 7}
-SOURCES = {"semseg": tuple(LUTS), "depth": ("disparity",)}
+# The classes with instances that the official instance-level benchmark evaluates (labelId → box class).
+INSTANCE_CLASSES = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+BOX_CLASS = {
+    label_id: INSTANCE_CLASSES.index(name) for name, label_id, _, _ in LABELS if name in INSTANCE_CLASSES
+}
+SOURCES = {"semseg": tuple(LUTS), "depth": ("disparity",), "boxes": ("instanceIds",)}
 CALIBRATIONS = ("auto", "camera", "fixed")
 DEFAULTS = {"calibration": "auto", "baseline": 0.209313, "fx": 2262.52, "max_depth": 80.0}
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
-_SUFFIX = {"semseg": "_gtFine_labelIds.png", "depth": "_disparity.png"}
-_FOLDER = {"semseg": "gtFine", "depth": "disparity"}
+_SUFFIX = {"semseg": "_gtFine_labelIds.png", "depth": "_disparity.png", "boxes": "_gtFine_instanceIds.png"}
+_FOLDER = {"semseg": "gtFine", "depth": "disparity", "boxes": "gtFine"}
 
 
 def disparity_to_depth(raw: np.ndarray, baseline: float, fx: float, max_depth: float | None) -> np.ndarray:
@@ -164,7 +175,8 @@ class CityscapesDataset(FileDataset):
             where = f"data.available_tasks.{key}"
             if t.kind not in SOURCES:
                 raise ConfigError(
-                    f"{where}.type", f"Cityscapes provides semseg and depth targets, not {t.kind!r}."
+                    f"{where}.type",
+                    f"Cityscapes provides semseg, depth and detection targets, not {t.kind!r}.",
                 )
             if t.source not in SOURCES[t.kind]:
                 raise ConfigError(
@@ -174,6 +186,12 @@ class CityscapesDataset(FileDataset):
                 raise ConfigError(
                     f"{where}.num_classes",
                     f"source {t.source!r} has {NUM_CLASSES[t.source]} classes; got {t.num_classes!r}.",
+                )
+            if t.kind == "boxes" and t.num_classes != len(INSTANCE_CLASSES):
+                raise ConfigError(
+                    f"{where}.num_classes",
+                    f"Cityscapes boxes have {len(INSTANCE_CLASSES)} classes {INSTANCE_CLASSES}; "
+                    f"got {t.num_classes!r}.",
                 )
 
     # --- the format ---------------------------------------------------------------------------
@@ -253,7 +271,26 @@ class CityscapesDataset(FileDataset):
             )
         if target.kind == "semseg":
             return self._decode_labels(ref, raw, target.source)
+        if target.kind == "boxes":
+            return self._decode_instances(ref, raw)
         return self._decode_disparity(ref, raw)
+
+    def _decode_instances(self, ref: Path, raw: np.ndarray) -> np.ndarray:
+        if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+            raise DataError(
+                ref,
+                f"expected a single-channel integer instanceIds PNG, got {raw.dtype} with shape {raw.shape}.",
+            )
+        ids = np.unique(raw).astype(np.int64)
+        label_ids = np.where(ids >= 1000, ids // 1000, ids)
+        undefined = (label_ids > 255) | (LUTS["category"][np.minimum(label_ids, 255)] == _UNDEFINED)
+        if undefined.any():
+            raise DataError(
+                ref,
+                f"id {int(ids[undefined][0])} is neither a label id (0–33) nor labelId · 1000 + instance number.",
+            )
+        instances = {int(i): BOX_CLASS[int(i) // 1000] for i in ids if i >= 1000 and i // 1000 in BOX_CLASS}
+        return instance_boxes(raw, instances)
 
     def _decode_labels(self, ref: Path, raw: np.ndarray, source: str) -> np.ndarray:
         if raw.ndim != 2 or raw.dtype != np.uint8:

@@ -90,6 +90,8 @@ def check(
         summary.add_column(col)
     semseg = {t: available[t]["num_classes"] for t in tasks if available[t].get("type", t) == "semseg"}
     hists = {t: np.zeros(n + 1, dtype=np.int64) for t, n in semseg.items()}  # last bin: ignore (−1)
+    detection = {t: available[t]["num_classes"] for t in tasks if available[t].get("type", t) == "detection"}
+    box_counts = {t: np.zeros(n, dtype=np.int64) for t, n in detection.items()}
     splits = dict.fromkeys(split_name(cfg, role) for role in ("train", "val", "test"))
     for split in splits:
         try:
@@ -108,6 +110,8 @@ def check(
             for t, hist in hists.items():
                 labels = np.asarray(arrays[t]).astype(np.int64).ravel()
                 hist += np.bincount(np.where(labels < 0, len(hist) - 1, labels), minlength=len(hist))
+            for t, counts in box_counts.items():
+                counts += np.bincount(arrays[t][:, 4].astype(np.int64), minlength=len(counts))
         summary.add_row(split, str(len(ds)), ", ".join(tasks))
     console.print(summary)
     for t, hist in hists.items():
@@ -115,6 +119,9 @@ def check(
         if total:
             shares = " ".join(f"{c}:{100 * n / total:.1f}%" for c, n in enumerate(hist[:-1]))
             console.print(f"{t} class histogram (pixels): {shares} ignore:{100 * hist[-1] / total:.1f}%")
+    for t, counts in box_counts.items():
+        per_class = " ".join(f"{c}:{n}" for c, n in enumerate(counts))
+        console.print(f"{t} boxes per class: {per_class} (total {counts.sum()})")
     problems = list(dict.fromkeys(problems))  # split-level problems (e.g. a missing split file) once
     if problems:
         console.print(f"[red]✗ {len(problems)} problem(s); the first {min(len(problems), max_problems)}:[/]")

@@ -22,8 +22,13 @@ Array convention (channel-last numpy, before conversion to the batch convention 
     distribution  C float ≥ 0, one per image (class probabilities;    → (C,)
                   all zero = unlabeled)
     vector      C float, one per image, NaN = invalid                 → (C,)
+    boxes       N×5 float, one row per object: x1, y1, x2, y2 in       → {boxes (N, 4) float, labels (N,)
+                pixels (x right, y down, corners of the pixel grid),      long}, the coordinates divided by
+                and the class 0..C−1                                      the image's width and height
 
-The two image-level kinds (`distribution`, `vector`) are not resized, cropped or flipped.
+The two image-level kinds (`distribution`, `vector`) are not resized, cropped or flipped. Boxes are
+normalised to [0, 1] when a sample is loaded, so resizing leaves them as they are; crops and flips move them
+(`mtnas.data.transforms`); a box must lie inside its image, with positive width and height.
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ from torch.utils.data import Dataset
 
 from mtnas.errors import DataError
 
-KINDS = ("image", "semseg", "depth", "normal", "binary", "regression", "distribution", "vector")
-# Kinds with an H×W extent (resized, cropped, flipped); the others hold one value set per image.
-SPATIAL = frozenset(KINDS) - {"distribution", "vector"}
+KINDS = ("image", "semseg", "depth", "normal", "binary", "regression", "distribution", "vector", "boxes")
+# Kinds with an H×W extent (resized, cropped, flipped); the others hold one value set per image (boxes are
+# coordinates: moved by crops and flips, never resampled).
+SPATIAL = frozenset(KINDS) - {"distribution", "vector", "boxes"}
 _FIXED_CHANNELS: dict[str, int | None] = {
     "image": 3,
     "semseg": None,
@@ -55,6 +61,7 @@ _FIXED_CHANNELS: dict[str, int | None] = {
     "binary": None,
     "distribution": None,
     "vector": None,
+    "boxes": 5,
 }
 
 
@@ -80,6 +87,12 @@ IMAGE = Target("image", "image")
 
 def check_array(path: Any, arr: np.ndarray, target: Target, size: tuple[int, int] | None) -> list[str]:
     """Problems with one decoded array (empty = fine). Cheap: shape, dtype, finiteness."""
+    if target.kind == "boxes":
+        if arr.ndim != 2 or arr.shape[1] != 5:
+            return [f"{path}: shape {tuple(arr.shape)}, expected N×5 boxes (x1, y1, x2, y2, class)"]
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            return [f"{path}: boxes must be finite numbers"]
+        return []
     if target.kind in ("distribution", "vector"):
         n = target.num_classes if target.kind == "distribution" else target.channels
         what = "class scores" if target.kind == "distribution" else "values"
@@ -121,6 +134,14 @@ def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
     if kind == "distribution" and arr.any() and abs(float(arr.sum()) - 1) > 0.01:
         # Cross-entropy against soft targets assumes a distribution (all-zero = unlabeled).
         return [f"{path}: class probabilities sum to {float(arr.sum()):.4g}, expected 1"]
+    if kind == "boxes" and len(arr):
+        labels = arr[:, 4]
+        bad = (labels != np.round(labels)) | (labels < 0) | (n is not None and labels >= n)
+        if bad.any():
+            return [f"{path}: box class {labels[bad][0]:g} outside 0..{(n or 0) - 1}"]
+        thin = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+        if thin.any():
+            return [f"{path}: box {arr[thin][0, :4].tolist()} has no area (expected x1 < x2, y1 < y2)"]
     if kind == "depth" and (arr < 0).any():
         return [f"{path}: negative depth (0 marks invalid pixels)"]
     if kind == "image" and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
@@ -141,6 +162,45 @@ def check_values(path: Any, arr: np.ndarray, target: Target) -> list[str]:
                 f"(`data.available_tasks.{target.name}.value_range`: the units this layout stores)"
             ]
     return []
+
+
+def boxes_outside(arr: np.ndarray, size: tuple[int, int], tolerance: float = 0.5) -> np.ndarray:
+    """Rows of an N×5 box array that leave an image of `size` (H, W) by more than `tolerance` pixels."""
+    h, w = size
+    return (
+        (arr[:, 0] < -tolerance)
+        | (arr[:, 1] < -tolerance)
+        | (arr[:, 2] > w + tolerance)
+        | (arr[:, 3] > h + tolerance)
+    )
+
+
+def instance_boxes(instances: np.ndarray, classes: Mapping[int, int], min_pixels: int = 1) -> np.ndarray:
+    """N×5 boxes (x1, y1, x2, y2 on pixel corners, class) of the instances in an H×W id map: one per id in
+    `classes` (id → class) with at least `min_pixels` pixels, spanning its pixels; in id order."""
+    from scipy import ndimage
+
+    ids = np.array(sorted(i for i in np.unique(instances) if int(i) in classes), dtype=instances.dtype)
+    if not len(ids):
+        return np.zeros((0, 5), dtype=np.float32)
+    position = np.searchsorted(ids, instances)
+    found = ids[np.minimum(position, len(ids) - 1)] == instances
+    compact = np.where(found, position + 1, 0)  # 1..K for the instances, 0 elsewhere
+    counts = np.bincount(compact.ravel(), minlength=len(ids) + 1)
+    rows = [
+        [sx.start, sy.start, sx.stop, sy.stop, classes[int(i)]]
+        for k, (i, (sy, sx)) in enumerate(zip(ids, ndimage.find_objects(compact), strict=True))
+        if counts[k + 1] >= min_pixels
+    ]
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+
+
+def boxes_target(arr: np.ndarray, size: tuple[int, int]) -> dict[str, Tensor]:
+    """An N×5 pixel box array as the batch convention: boxes normalised by the image's (H, W), clipped to it."""
+    h, w = size
+    boxes = torch.from_numpy(np.asarray(arr[:, :4], dtype=np.float32)).reshape(-1, 4)
+    boxes = (boxes / torch.tensor([w, h, w, h], dtype=torch.float32)).clamp(0, 1)
+    return {"boxes": boxes, "labels": torch.from_numpy(np.asarray(arr[:, 4])).round().long().reshape(-1)}
 
 
 def to_tensor(arr: np.ndarray, kind: str) -> Tensor:
@@ -263,6 +323,14 @@ class FileDataset(Dataset, ABC):
             problems = check_values(sample[key], arrays[key], target)
             if problems:
                 raise DataError(sample[key], problems[0].split(": ", 1)[1])
+            if target.kind == "boxes" and len(arrays[key]):
+                outside = boxes_outside(arrays[key], arrays["image"].shape[:2])
+                if outside.any():
+                    raise DataError(
+                        sample[key],
+                        f"box {arrays[key][outside][0, :4].tolist()} lies outside the "
+                        f"{arrays['image'].shape[1]}×{arrays['image'].shape[0]} image (x1, y1, x2, y2 in pixels)",
+                    )
         shapes = {k: a.shape[:2] for k, a in arrays.items() if self.kinds[k] in SPATIAL}
         if len(set(shapes.values())) > 1:
             # Blame the file that disagrees with the others (the image when all targets agree, a target
@@ -296,7 +364,11 @@ class FileDataset(Dataset, ABC):
 
     def load(self, index: int) -> dict[str, Tensor]:
         arrays = self.load_arrays(index)
-        sample = {k: to_tensor(a, self.kinds[k]) for k, a in arrays.items()}
+        size = arrays["image"].shape[:2]
+        sample = {
+            k: boxes_target(a, size) if self.kinds[k] == "boxes" else to_tensor(a, self.kinds[k])
+            for k, a in arrays.items()
+        }
         if self.resize_to_image_size and self.image_size is not None:
             sample = {k: resize(x, self.image_size, self.kinds[k]) for k, x in sample.items()}
         return sample

@@ -4,7 +4,8 @@ Each scene is a room (floor, walls, ceiling) with randomly placed boxes, tables,
 textured and Lambertian-shaded by a point light. Per image we get RGB, semantic labels, metric z-depth,
 camera-frame surface normals and edges (label / depth discontinuities); all from one ray cast, so the
 tasks are consistent and correlated the way real indoor tasks are (edges sit on depth jumps, normals
-follow the object class, depth follows the room layout).
+follow the object class, depth follows the room layout). Objects (box, table, sphere, cylinder) also get
+detection boxes: the extent of each one's visible pixels, N×5 (x1, y1, x2, y2 in pixels, class 0..3).
 
 Conventions (shared with the NYUv2 reader): camera frame is OpenCV's (x right, y down, z forward);
 normals point towards the camera; depth is z-depth in metres, 0 = invalid; label −1 = ignore.
@@ -34,7 +35,8 @@ _CLASS_HSV = {
     SPHERE: (0.55, 0.6, 0.8),
     CYLINDER: (0.33, 0.5, 0.6),
 }
-GENERATOR_VERSION = 1
+OBJECT_CLASSES = CLASSES[BOX:]  # the detection classes, in order
+GENERATOR_VERSION = 2  # 2: detection boxes
 _EPS = 1e-4
 
 
@@ -229,6 +231,7 @@ def render_scene(
     normal_cam = (hits.normal @ r_wc).reshape(height, width, 3)  # world -> camera: R^T n
     label = hits.label.reshape(height, width).copy()
     edge = _edges(label, depth)
+    boxes = _object_boxes(hits.obj.reshape(height, width), label)
 
     # Sensor-like defects: holes without depth/normals, and unlabeled pixels on some label borders.
     for _ in range(rng.integers(0, 3)):
@@ -245,7 +248,16 @@ def render_scene(
         "depth": depth[..., None].astype(np.float32),
         "normal": normal_cam.astype(np.float32),
         "edge": edge.astype(np.float32),
+        "boxes": boxes,
     }
+
+
+def _object_boxes(obj: np.ndarray, label: np.ndarray, min_pixels: int = 4) -> np.ndarray:
+    """One box per object with at least `min_pixels` visible pixels: its visible extent (pixel corners)."""
+    from mtnas.data.files import instance_boxes
+
+    classes = {int(o): int(label[obj == o].flat[0]) - BOX for o in np.unique(obj[obj >= 10])}
+    return instance_boxes(obj, classes, min_pixels)
 
 
 def _jitter(rng: np.random.Generator, label: int, amount: float) -> np.ndarray:
@@ -293,7 +305,7 @@ def generate(spec: SyntheticSpec, cache_dir: str | os.PathLike, progress: bool =
     total = sum(splits.values())
     with _progress(progress, total, f"Generating synthetic dataset ({total} scenes) → {root}") as advance:
         for split, count in splits.items():
-            for kind in ("image", "label", "depth", "normal", "edge"):
+            for kind in ("image", "label", "depth", "normal", "edge", "boxes"):
                 (tmp / split / kind).mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 rng = np.random.default_rng(_sample_seed(spec.seed, split, i))
@@ -301,7 +313,12 @@ def generate(spec: SyntheticSpec, cache_dir: str | os.PathLike, progress: bool =
                 for kind, arr in sample.items():
                     np.save(tmp / split / kind / f"{i}.npy", arr)
                 advance()
-    meta = {"generator_version": GENERATOR_VERSION, "classes": list(CLASSES), **asdict(spec)}
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "classes": list(CLASSES),
+        "object_classes": list(OBJECT_CLASSES),
+        **asdict(spec),
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
         tmp.rename(root)

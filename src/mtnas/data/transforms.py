@@ -21,11 +21,13 @@ from mtnas.data.files import SPATIAL, resize
 class RandomScaleCrop:
     """Crop a random window of 1/s of the image and resize it back (zoom in by s, s from `scales`).
 
-    Zooming in by s makes things look s times closer, so depth is divided by s (as in MTAN).
+    Zooming in by s makes things look s times closer, so depth is divided by s (as in MTAN). Boxes move with
+    the window, are clipped to it, and those left thinner than `min_box_pixels` are dropped.
     """
 
-    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5)):
+    def __init__(self, scales: Sequence[float] = (1.0, 1.2, 1.5), min_box_pixels: float = 1.0):
         self.scales = tuple(float(s) for s in scales)
+        self.min_box_pixels = min_box_pixels
 
     def __call__(
         self, sample: dict[str, Tensor], kinds: Mapping[str, str], generator: torch.Generator | None = None
@@ -39,6 +41,11 @@ class RandomScaleCrop:
         j = int(torch.randint(w - cw + 1, (), generator=generator))
         out = {}
         for key, x in sample.items():
+            if kinds[key] == "boxes":
+                out[key] = crop_boxes(
+                    x, (i / h, j / w, ch / h, cw / w), (self.min_box_pixels / w, self.min_box_pixels / h)
+                )
+                continue
             if kinds[key] not in SPATIAL:
                 out[key] = x
                 continue
@@ -60,6 +67,10 @@ class RandomHorizontalFlip:
             return sample
         out = {}
         for key, x in sample.items():
+            if kinds[key] == "boxes":  # normalised x1, x2 become 1 − x2, 1 − x1
+                mirrored = x["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1])
+                out[key] = {**x, "boxes": mirrored + torch.tensor([1.0, 0, 1, 0])}
+                continue
             if kinds[key] not in SPATIAL:  # an image-level label is the same for the mirrored image
                 out[key] = x
                 continue
@@ -69,6 +80,19 @@ class RandomHorizontalFlip:
                 x[0] = -x[0]
             out[key] = x
         return out
+
+
+def crop_boxes(
+    target: dict[str, Tensor], window: tuple[float, float, float, float], min_size: tuple[float, float]
+) -> dict[str, Tensor]:
+    """Normalised boxes seen through a crop `window` (top, left, height, width, all as fractions of the image)
+    that is then resized to the whole image: shifted, scaled, clipped, and dropped when thinner than
+    `min_size` (width, height as fractions of the image)."""
+    top, left, height, width = window
+    scale = torch.tensor([width, height, width, height])
+    boxes = ((target["boxes"] - torch.tensor([left, top, left, top])) / scale).clamp(0, 1)
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size[0]) & ((boxes[:, 3] - boxes[:, 1]) >= min_size[1])
+    return {**target, "boxes": boxes[keep], "labels": target["labels"][keep]}
 
 
 class Compose:

@@ -63,7 +63,11 @@ class SupernetLitModule(pl.LightningModule):
             int(supernet["patch_size"]),
             int(supernet.get("num_levels", 3)),
             image_level(self.tasks),
+            {t: task.prediction_stride for t, task in self.tasks.items()},
         )
+        for t, task in self.tasks.items():
+            for head in self.net.heads[t].values():
+                task.init_head(head)
         if supernet.get("compile", False):
             self.net.compile_blocks(str(supernet.get("compile_backend", "inductor")))
         weights = dict(loss.get("weights") or {})

@@ -1,8 +1,9 @@
-"""Dense-prediction (and image-level) metrics as torchmetrics `Metric`s (sum states, so they sync under DDP) and Δm."""
+"""Dense-prediction (image-level and detection) metrics as torchmetrics `Metric`s (sum states, so they sync under DDP) and Δm."""
 
 from mtnas.metrics.classification import ClassificationMetrics
 from mtnas.metrics.delta_m import delta_m
 from mtnas.metrics.depth import DepthMetrics
+from mtnas.metrics.detection import DetectionMetrics
 from mtnas.metrics.edge import BoundaryFScore
 from mtnas.metrics.normal import NormalMetrics
 from mtnas.metrics.regression import RegressionMetrics
@@ -13,6 +14,7 @@ __all__ = [
     "BoundaryFScore",
     "ClassificationMetrics",
     "DepthMetrics",
+    "DetectionMetrics",
     "NormalMetrics",
     "RegressionMetrics",
     "SaliencyMetrics",

@@ -204,10 +204,18 @@ class ElasticDenseHead(nn.Module):
     `pooled=True` (image-level tasks): the refined features are averaged over the image before the 1×1
     prediction, giving (B, out_channels); the same as averaging the dense logits, at 1/HW of the cost."""
 
-    def __init__(self, in_dim: int, num_levels: int, hidden: int, out_channels: int, pooled: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        num_levels: int,
+        hidden: int,
+        out_channels: int,
+        pooled: bool = False,
+        stride: int = 1,
+    ):
         super().__init__()
         self.max_in = in_dim
-        self.pooled = pooled
+        self.pooled, self.stride = pooled, stride  # stride: predict at 1/stride of the output size
         self.lateral = nn.ModuleList(nn.Conv2d(in_dim, hidden, 1) for _ in range(num_levels))
         self.refine = nn.Sequential(
             nn.GroupNorm(1, hidden),
@@ -226,12 +234,15 @@ class ElasticDenseHead(nn.Module):
         refined = self.refine(fused)
         if self.pooled:
             return self.predict(refined.mean((2, 3), keepdim=True)).flatten(1)
-        return F.interpolate(self.predict(refined), size=output_size, mode="bilinear", align_corners=False)
+        size = (output_size[0] // self.stride, output_size[1] // self.stride)
+        return F.interpolate(self.predict(refined), size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def extract(self, in_dim: int) -> ElasticDenseHead:
         hidden = self.predict.in_channels
-        out = ElasticDenseHead(in_dim, len(self.lateral), hidden, self.predict.out_channels, self.pooled)
+        out = ElasticDenseHead(
+            in_dim, len(self.lateral), hidden, self.predict.out_channels, self.pooled, self.stride
+        )
         for src, dst in zip(self.lateral, out.lateral, strict=True):
             dst.weight.copy_(src.weight[:, :in_dim])
             dst.bias.copy_(src.bias)

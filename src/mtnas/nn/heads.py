@@ -20,6 +20,7 @@ class MultiScaleHead(nn.Module):
     Predicting at the finest feature stride and upsampling the logits (rather than the features) keeps
     the head cheap: full-resolution work is one bilinear resize of `out_channels` maps. `pooled=True`
     (image-level tasks) averages the refined features over the image and predicts (B, out_channels).
+    `stride` > 1 predicts at that fraction of the output size (detection's stride-4 maps).
     """
 
     def __init__(
@@ -29,9 +30,10 @@ class MultiScaleHead(nn.Module):
         hidden: int = 64,
         refine_layers: int = 1,
         pooled: bool = False,
+        stride: int = 1,
     ):
         super().__init__()
-        self.pooled = pooled
+        self.pooled, self.stride = pooled, stride
         self.lateral = nn.ModuleList(conv_bn_relu(c, hidden, 1) for c in in_channels)
         self.refine = nn.Sequential(*[conv_bn_relu(hidden, hidden, 3) for _ in range(refine_layers)])
         self.predict = nn.Conv2d(hidden, out_channels, 1)
@@ -47,4 +49,5 @@ class MultiScaleHead(nn.Module):
         refined = self.refine(fused)
         if self.pooled:
             return self.predict(refined.mean((2, 3), keepdim=True)).flatten(1)
-        return F.interpolate(self.predict(refined), size=output_size, mode="bilinear", align_corners=False)
+        size = (output_size[0] // self.stride, output_size[1] // self.stride)
+        return F.interpolate(self.predict(refined), size=size, mode="bilinear", align_corners=False)

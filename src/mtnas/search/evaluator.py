@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor
 
 from mtnas.metrics import delta_m
@@ -48,7 +49,7 @@ class SubnetEvaluator:
             for batch in self.batches:
                 preds = self.net(batch["image"].to(self.device), arch)
                 for t, m in metrics.items():
-                    m.update(preds[t].float(), batch[t].to(self.device))
+                    m.update(preds[t].float(), move_data_to_device(batch[t], self.device))
             results = {t: {k: float(v) for k, v in m.compute().items()} for t, m in metrics.items()}
             out.append(
                 {"delta_m": delta_m(results, self.baselines, self.dirs, self.convention), "metrics": results}

@@ -201,10 +201,12 @@ class ViTSupernet(nn.Module):
         patch_size: int = 16,
         num_levels: int = 3,
         image_level: Collection[str] = (),
+        head_strides: Mapping[str, int] | None = None,
     ):
         super().__init__()
         self.space = space
         self.image_level = frozenset(image_level)  # tasks with pooled heads (one prediction per image)
+        strides = dict(head_strides or {})  # tasks predicting below the input size (Task.prediction_stride)
         self.tasks = list(space.tasks)
         self.num_levels = num_levels
         dim, heads, depth = max(space.embed_dims), max(space.num_heads), max(space.depths)
@@ -235,7 +237,9 @@ class ViTSupernet(nn.Module):
             {
                 t: nn.ModuleDict(
                     {
-                        str(h): ElasticDenseHead(dim, num_levels, h, out_channels[t], t in self.image_level)
+                        str(h): ElasticDenseHead(
+                            dim, num_levels, h, out_channels[t], t in self.image_level, strides.get(t, 1)
+                        )
                         for h in space.head_hidden
                     }
                 )
@@ -371,6 +375,7 @@ class StaticMultiTaskViT(nn.Module):
         head_dim: int,
         num_levels: int = 3,
         image_level: Collection[str] = (),
+        head_strides: Mapping[str, int] | None = None,
     ) -> StaticMultiTaskViT:
         """A freshly initialised subnet of this arch: the retrain-from-scratch model, and the skeleton
         that inherited weights (`supernet.extract(arch).state_dict()`) load into."""
@@ -387,7 +392,14 @@ class StaticMultiTaskViT(nn.Module):
         embed = ElasticPatchEmbed(d, img_size, patch_size)
         heads = nn.ModuleDict(
             {
-                t: ElasticDenseHead(d, num_levels, arch.heads[t], out_channels[t], t in image_level)
+                t: ElasticDenseHead(
+                    d,
+                    num_levels,
+                    arch.heads[t],
+                    out_channels[t],
+                    t in image_level,
+                    dict(head_strides or {}).get(t, 1),
+                )
                 for t in tasks
             }
         )
@@ -420,7 +432,7 @@ def build_vit_subnet(
     what a retrained subnet's checkpoint stores, so any code can rebuild it without knowing the method."""
     if not isinstance(arch, ViTArch):
         arch = ViTArch.from_dict(arch)
-    return StaticMultiTaskViT.from_arch(
+    model = StaticMultiTaskViT.from_arch(
         arch,
         {t: task.out_channels for t, task in tasks.items()},
         tuple(image_size),
@@ -428,7 +440,11 @@ def build_vit_subnet(
         int(head_dim),
         int(num_levels),
         image_level(tasks),
+        {t: task.prediction_stride for t, task in tasks.items()},
     )
+    for t, task in tasks.items():
+        task.init_head(model.heads[t])
+    return model
 
 
 def subnet_spec(arch: ViTArch, patch_size: int, head_dim: int, num_levels: int = 3) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from mtnas.errors import ConfigError
 from mtnas.tasks.base import Task
 from mtnas.tasks.classification import ClassificationTask
 from mtnas.tasks.depth import DepthTask
+from mtnas.tasks.detection import DetectionTask
 from mtnas.tasks.edge import EdgeTask
 from mtnas.tasks.normal import NormalTask
 from mtnas.tasks.regression import RegressionTask, VectorRegressionTask
@@ -26,6 +27,7 @@ TASK_TYPES: dict[str, type[Task]] = {
         SaliencyTask,
         ClassificationTask,
         VectorRegressionTask,
+        DetectionTask,
     )
 }
 

@@ -28,6 +28,7 @@ class Task(ABC):
     type: ClassVar[str]
     kind: ClassVar[str]  # the target's array convention (mtnas.data.files.KINDS)
     dense: ClassVar[bool] = True  # False: one prediction per image (the head pools over the image)
+    prediction_stride: ClassVar[int] = 1  # the head predicts at 1/stride of the input size
     main_metric: ClassVar[str]
     default_delta_m_metrics: ClassVar[tuple[str, ...]]
 
@@ -49,7 +50,16 @@ class Task(ABC):
         pooled over the image for image-level tasks."""
         from mtnas.nn.heads import MultiScaleHead
 
-        return MultiScaleHead(in_channels, self.out_channels, hidden, refine_layers, pooled=not self.dense)
+        head = MultiScaleHead(
+            in_channels, self.out_channels, hidden, refine_layers, not self.dense, self.prediction_stride
+        )
+        self.init_head(head)
+        return head
+
+    def init_head(self, head: nn.Module) -> None:
+        """Set a freshly built head's initial weights where the task needs it (its `predict` conv); any model
+        that builds heads itself calls this too. Default: as built."""
+        return None
 
     def reduce_target(self, target: Tensor, size: tuple[int, int]) -> Tensor:
         """The target at `size`, for training losses below the input resolution (`loss.stride`). Nearest
