@@ -148,7 +148,10 @@ def _validate_ranges(cfg: DictConfig) -> None:
     """Range and type of the global numeric keys: no value is silently clipped, truncated or ignored."""
     _in_range(cfg, "optim.weight_decay", 0)
     _in_range(cfg, "optim.warmup_fraction", 0, 1, below_high=True)
-    _choice(cfg, "optim.scheduler", ("cosine", "none"))
+    _choice(cfg, "optim.scheduler", ("cosine", "poly", "none"))
+    _choice(cfg, "optim.name", ("adamw", "sgd"))
+    _in_range(cfg, "optim.momentum", 0, 1, below_high=True)
+    _in_range(cfg, "optim.poly_power", 0)
     _in_range(cfg, "data.eval_batch_size", 1, integer=True)
     _in_range(cfg, "data.num_workers", 0, integer=True)
     _in_range(cfg, "latency.warmup", 0, integer=True)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from mtnas.methods.base import Method, build_method
 from mtnas.metrics.delta_m import delta_m
-from mtnas.run import Run
+from mtnas.run import Run, Unit
 
 
 def stage_plan(stage: str, method: Method) -> tuple[str, ...]:
@@ -76,17 +76,22 @@ class Pipeline:
         from_run = self.cfg.baselines.source == "run"
         baselines = run.load_baselines(required=from_run)
         final = run.multitask_unit(method.final_folder)
-        models = {unit.name: run.test(unit) for unit in [*(run.baseline_units if from_run else []), final]}
+        references = [
+            Unit(name, folder, tuple(run.tasks)) for name, folder in method.reference_folders(run).items()
+        ]
+        units = [*(run.baseline_units if from_run else []), final, *references]
+        models = {unit.name: run.test(unit) for unit in units}
         if from_run:
             ref_test = {u.tasks[0]: models[u.name]["test"][u.tasks[0]] for u in run.baseline_units}
         else:
             ref_test = baselines["test"]
         dirs = {t: task.delta_m_directions for t, task in run.task_objs.items()}
         conv = self.cfg.delta_m.convention
-        mtl = models[final.name]
-        mtl["delta_m_per_task"] = delta_m(mtl["test"], ref_test, dirs, "per_task")
-        mtl["delta_m_per_metric"] = delta_m(mtl["test"], ref_test, dirs, "per_metric")
-        mtl["delta_m"] = mtl[f"delta_m_{conv}"]
+        for unit in (final, *references):
+            mtl = models[unit.name]
+            mtl["delta_m_per_task"] = delta_m(mtl["test"], ref_test, dirs, "per_task")
+            mtl["delta_m_per_metric"] = delta_m(mtl["test"], ref_test, dirs, "per_metric")
+            mtl["delta_m"] = mtl[f"delta_m_{conv}"]
         search = method.summary(run)
         results = {
             **({"search": search} if search is not None else {}),
@@ -100,6 +105,7 @@ class Pipeline:
             "delta_m_convention": conv,
             "delta_m_metrics": {t: list(d) for t, d in dirs.items()},
             "models": models,
+            **({"references": [u.name for u in references]} if references else {}),
         }
         run.write_json(run.out / "results.json", results)
         if run.is_writer:

@@ -115,29 +115,45 @@ class MultiTaskLitModule(pl.LightningModule):
         self._eval_epoch_end(self.test_metrics, "test")
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self, self.hparams.optim)
+        return build_optimizer(self, self.hparams.optim)
 
 
-def adamw_warmup_cosine(
+def build_optimizer(
     module: pl.LightningModule, cfg: Mapping[str, Any], params=None, steps_fraction: float = 1.0
 ):
-    """AdamW (on `params`, default all the module's), then per step a linear warm-up and cosine decay over the
-    whole run (`optim` config); `steps_fraction` of the batches are steps of this optimizer.
+    """The `optim` config's optimizer (`name`: adamw, or sgd with `momentum`) on `params` (default all the
+    module's), and its per-step schedule: a linear warm-up then cosine decay (`scheduler: cosine`), or the
+    poly decay (1 − step/total)^`poly_power` of the dense-prediction literature (`scheduler: poly`, no
+    warm-up unless `warmup_fraction` asks for one); `steps_fraction` of the batches are steps of this optimizer.
 
     A plain function of the step (not a stateful scheduler like OneCycleLR), so resuming with a larger
     max_epochs stretches the schedule instead of failing: the step count is restored from the
     checkpoint, the length is recomputed."""
-    opt = torch.optim.AdamW(
-        module.parameters() if params is None else params,
-        lr=float(cfg["lr"]),
-        weight_decay=float(cfg.get("weight_decay", 0.0)),
-    )
-    if cfg.get("scheduler", "cosine") == "none":
+    params = module.parameters() if params is None else params
+    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+    if cfg.get("name", "adamw") == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    scheduler = cfg.get("scheduler", "cosine")
+    if scheduler == "none":
         return opt
     total = max(1, int(module.trainer.estimated_stepping_batches * steps_fraction))
-    warmup = max(1, int(float(cfg.get("warmup_fraction", 0.05)) * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, warmup=warmup, total=total))
+    default_warmup = 0.05 if scheduler == "cosine" else 0.0
+    warmup = int(float(cfg.get("warmup_fraction", default_warmup)) * total)
+    if scheduler == "poly":
+        factor = partial(warmup_poly, warmup=warmup, total=total, power=float(cfg.get("poly_power", 0.9)))
+    else:
+        factor = partial(warmup_cosine, warmup=max(1, warmup), total=total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def warmup_poly(step: int, warmup: int, total: int, power: float = 0.9) -> float:
+    """LR factor: linear warm-up over `warmup` steps (none if 0), then (1 − step/total)^power."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, 1 - min(step, total) / total) ** power
 
 
 def warmup_cosine(step: int, warmup: int, total: int, final: float = 0.01) -> float:

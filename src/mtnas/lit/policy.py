@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
+from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space.policy import OPTIONS, option_counts
 from mtnas.supernet.policy import PolicySupernet
@@ -166,7 +166,7 @@ class PolicyLitModule(pl.LightningModule):
     def configure_optimizers(self):
         w, p = int(self.policy["weight_steps"]), int(self.policy["policy_steps"])
         fraction = 1.0 if self.hparams.stage == "pretrain" else w / (w + p)
-        weights = adamw_warmup_cosine(self, self.hparams.optim, self.net.weight_parameters(), fraction)
+        weights = build_optimizer(self, self.hparams.optim, self.net.weight_parameters(), fraction)
         policy = torch.optim.Adam(
             self.net.policy_parameters(),
             lr=float(self.policy["lr"]),

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import adamw_warmup_cosine, loss_targets, weighted_loss
+from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import build_space
 from mtnas.supernet import ViTSupernet
@@ -140,4 +140,4 @@ class SupernetLitModule(pl.LightningModule):
         self.log_dict(flat)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self, self.hparams.optim)
+        return build_optimizer(self, self.hparams.optim)

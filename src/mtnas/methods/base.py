@@ -43,6 +43,11 @@ class Method(ABC):
         """Folders of this method's multi-task models (their tasks must be the run's)."""
         return [run.out / self.final_folder]
 
+    def reference_folders(self, run: Run) -> dict[str, Path]:
+        """Other multi-task models the method trained for comparison ({name in the report: folder}); the
+        evaluate stage tests them beside the final one. None by default."""
+        return {}
+
     def linked_runs(self) -> list[Path]:
         """Run folders the method's input files come from (their baselines are reused)."""
         return []

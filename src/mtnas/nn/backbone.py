@@ -1,7 +1,8 @@
 """Any timm model as a multi-scale feature extractor.
 
-timm's `features_only=True` covers CNNs (hooked stages) and ViTs alike (ViTs via
-`forward_intermediates`, returned as NCHW maps at the patch stride), so one wrapper serves both.
+timm's `features_only=True` covers CNNs (hooked stages), ViTs (via `forward_intermediates`, NCHW maps at
+the patch stride) and Swin-style hierarchical transformers (whose stages give channels-last maps, permuted
+here), so one wrapper serves them all.
 """
 
 from __future__ import annotations
@@ -49,11 +50,15 @@ class TimmBackbone(nn.Module):
             ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
+        self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return list(self.body(x))
+        feats = list(self.body(x))
+        if self.channels_last:
+            feats = [f.permute(0, 3, 1, 2) for f in feats]
+        return feats
 
 
 def _is_vit_like(name: str) -> bool:
-    """ViT-family models fix their input size at construction (position embeddings)."""
-    return any(k in name for k in ("vit", "deit", "beit", "eva"))
+    """ViT-family models fix their input size at construction (position embeddings, Swin's windows)."""
+    return any(k in name for k in ("vit", "deit", "beit", "eva", "swin"))

@@ -19,6 +19,9 @@ from mtnas.tasks import Task
 
 _ARROW = {"max": "↑", "min": "↓"}
 _SHORT = {
+    "map": "mAP",
+    "map_50": "mAP@.5",
+    "map_75": "mAP@.75",
     "miou": "mIoU",
     "pixel_acc": "pixel acc",
     "abs_err": "abs err",
@@ -55,30 +58,47 @@ def _baseline_for(models: Mapping[str, Any], task: str) -> Mapping[str, Any] | N
 
 
 def results_rows(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> tuple[list[str], list[list[Any]]]:
+    """The table's header and rows; each reference model (`results["references"]`, e.g. hard sharing beside
+    MQTransformer) adds a value and a change column after the multi-task model's."""
     models = results["models"]
-    mtl = models["multitask"]
+    compared = [models["multitask"], *(models[name] for name in results.get("references", []))]
+    header = list(HEADER)
+    for name in results.get("references", []):
+        header += [name, "change (%)"]
     baselines = [info for name, info in models.items() if name.startswith("baseline/")]
     rows: list[list[Any]] = []
     costs = [("params (M) ↓", "params", 1e6), ("GFLOPs ↓", "flops", 1e9), ("latency (ms) ↓", "latency_ms", 1)]
     for label, key, scale in costs:
-        if key not in mtl or any(key not in b for b in baselines):
+        if any(key not in m for m in compared) or any(key not in b for b in baselines):
             continue  # results written before latency was reported
         # Against all single-task models together: what one multi-task model saves.
         single = sum(b[key] for b in baselines) / scale if baselines else None
-        change = -100 * (mtl[key] / scale - single) / single if single else None
-        rows.append(["all", label, single, mtl[key] / scale, change])
+        row = ["all", label, single]
+        for m in compared:
+            row += [m[key] / scale, -100 * (m[key] / scale - single) / single if single else None]
+        rows.append(row)
     ref = results.get("baselines_test", {})
     for t, task in tasks.items():
-        for m in task.delta_m_metrics:
-            direction = task.directions[m]
-            base = ref.get(t, {}).get(m)
-            value = mtl["test"].get(t, {}).get(m)
-            change = None
-            if base not in (None, 0) and value is not None:
-                change = (1 if direction == "max" else -1) * 100 * (value - base) / abs(base)
-            rows.append([t, f"{_SHORT.get(m, m)} {_ARROW[direction]}", base, value, change])
-    rows.append(["Δm (%) ↑", results["delta_m_convention"], None, None, mtl.get("delta_m")])
-    return list(HEADER), rows
+        for metric in task.delta_m_metrics:
+            direction = task.directions[metric]
+            base = ref.get(t, {}).get(metric)
+            row = [t, f"{_SHORT.get(metric, metric)} {_ARROW[direction]}", base]
+            for m in compared:
+                value = m["test"].get(t, {}).get(metric)
+                change = None
+                if base not in (None, 0) and value is not None:
+                    change = (1 if direction == "max" else -1) * 100 * (value - base) / abs(base)
+                row += [value, change]
+            rows.append(row)
+    rows.append(
+        [
+            "Δm (%) ↑",
+            results["delta_m_convention"],
+            None,
+            *sum(([None, m.get("delta_m")] for m in compared), []),
+        ]
+    )
+    return header, rows
 
 
 def _fmt(v: Any, signed: bool = False) -> str:
@@ -98,7 +118,8 @@ def _caption(results: Mapping[str, Any]) -> str:
 
 
 def _formatted(rows: list[list[Any]]) -> list[list[str]]:
-    return [[_fmt(v, signed=(i == 4)) for i, v in enumerate(row)] for row in rows]
+    # Columns: task, metric, single-task, then (value, change) per compared model; changes are signed.
+    return [[_fmt(v, signed=(i >= 4 and i % 2 == 0)) for i, v in enumerate(row)] for row in rows]
 
 
 def search_summary(search: Mapping[str, Any]) -> list[str]:
@@ -174,6 +195,12 @@ def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> s
         "",
         f"Δm per task: {mtl['delta_m_per_task']:+.2f} %, per metric: {mtl['delta_m_per_metric']:+.2f} %.",
     ]
+    for name in results.get("references", []):
+        ref = results["models"][name]
+        lines.append(
+            f"{name} (reference/, same recipe and baselines): Δm per task {ref['delta_m_per_task']:+.2f} %, "
+            f"per metric {ref['delta_m_per_metric']:+.2f} %."
+        )
     text = "\n".join(lines) + "\n"
     if results.get("search"):
         text += "\n" + search_markdown(results["search"])
