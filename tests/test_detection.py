@@ -196,3 +196,38 @@ def test_a_batch_keeps_each_images_boxes(tmp_path):
     assert isinstance(batch["detection"], list) and len(batch["detection"]) == 4
     assert all(d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["labels"]) for d in batch["detection"])
     assert sum(len(d["boxes"]) for d in batch["detection"]) > 0
+
+
+@pytest.mark.slow
+def test_cli_vit_nas_searches_and_exports_a_detection_head(tmp_path, cache_dir):
+    """The one-shot ViT method with a detection task: the supernet trains a detection head per hidden width,
+    the search scores subnets by mAP, the retrained subnet predicts stride-4 centre maps, and ONNX matches."""
+    import json
+
+    from .conftest import assert_onnx_matches, run_cli
+    from .test_nas import NAS_TINY
+
+    run_dir = tmp_path / "run"
+    metrics = "{semseg: {miou: 0.5, pixel_acc: 0.9}, detection: {map_50: 0.1}}"
+    args = [
+        *NAS_TINY,
+        "tasks=[semseg,detection]",
+        "baselines.source=config",  # a 2-step detection baseline would have mAP 0: no Δm reference
+        f"baselines.metrics={metrics}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = run_cli(args, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["search"]["evaluated"] >= 6
+    assert set(results["models"]["multitask"]["test"]["detection"]) == {"map", "map_50", "map_75"}
+    out = tmp_path / "subnet.onnx"  # the retrained subnet, as a plain graph with the stride-4 detection maps
+    res = run_cli(
+        ["--onnx", str(run_dir / "retrain/best.ckpt"), str(out)], tmp_path, cache_dir, prog="mtnas-export"
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    from mtnas.lit.multitask import MultiTaskLitModule
+
+    model = MultiTaskLitModule.load_from_checkpoint(run_dir / "retrain/best.ckpt", map_location="cpu").model
+    assert model.eval()(torch.zeros(1, 3, 64, 64))["detection"].shape == (1, 4 + 4, 16, 16)
+    assert_onnx_matches(out, model, ["semseg", "detection"], (64, 64))

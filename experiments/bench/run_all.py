@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_cli  # noqa: E402
+import bench_mqtransformer  # noqa: E402
 import bench_policy  # noqa: E402
 import bench_supernet  # noqa: E402
 import bench_train_step  # noqa: E402
@@ -30,6 +31,10 @@ def main() -> None:
         ("CLI start-up", bench_cli),
         ("training step (CPU, 96×128, batch 16)", bench_train_step),
         ("AutoMTL policy supernet (mobilenetv3_small_100, 96×128, batch 16, 3 tasks)", bench_policy),
+        (
+            "MQTransformer vs hard sharing (mobilenetv3_small_100, 96×128, batch 16, 3 tasks)",
+            bench_mqtransformer,
+        ),
     ):
         print(f"## {title}\n")
         print("| measurement | median time | ratio |\n|---|---|---|")
