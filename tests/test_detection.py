@@ -231,3 +231,35 @@ def test_cli_vit_nas_searches_and_exports_a_detection_head(tmp_path, cache_dir):
     model = MultiTaskLitModule.load_from_checkpoint(run_dir / "retrain/best.ckpt", map_location="cpu").model
     assert model.eval()(torch.zeros(1, 3, 64, 64))["detection"].shape == (1, 4 + 4, 16, 16)
     assert_onnx_matches(out, model, ["semseg", "detection"], (64, 64))
+
+
+def test_bad_box_files_are_named(tmp_path):
+    from mtnas.data.files import Target
+    from mtnas.data.npy_folder import NpyFolderDataset
+    from mtnas.errors import DataError
+
+    split = tmp_path / "train"
+    for folder in ("image", "boxes"):
+        (split / folder).mkdir(parents=True)
+    np.save(split / "image/0.npy", np.zeros((20, 30, 3), np.float32))
+    targets = {"detection": Target("detection", "boxes", "boxes", num_classes=2)}
+    cases = [
+        (np.array([[2, 3, 12, 9, 1]], np.float32), None),  # fine
+        (np.zeros((0, 5), np.float32), None),  # an image without objects is fine too
+        (np.array([[2, 3, 12, 9, 2]], np.float32), "box class 2 outside 0..1"),
+        (np.array([[2, 3, 2, 9, 0]], np.float32), "has no area"),
+        (np.array([[2, 3, 35, 9, 0]], np.float32), "outside the 30×20 image"),
+        (np.array([[2, 3, 12, 9]], np.float32), "expected N×5 boxes"),
+    ]
+    for boxes, says in cases:
+        np.save(split / "boxes/0.npy", boxes)
+        if says is None:
+            sample = NpyFolderDataset(tmp_path, "train", targets)[0]
+            assert len(sample["detection"]["boxes"]) == len(boxes)
+            continue
+        with pytest.raises(DataError, match=says) as err:
+            NpyFolderDataset(tmp_path, "train", targets)
+        assert "boxes/0.npy" in str(err.value)
+    np.save(split / "boxes/0.npy", np.array([[3, 2, 15, 10, 1]], np.float32))
+    sample = NpyFolderDataset(tmp_path, "train", targets)[0]
+    torch.testing.assert_close(sample["detection"]["boxes"], torch.tensor([[0.1, 0.1, 0.5, 0.5]]))
