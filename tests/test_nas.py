@@ -158,14 +158,11 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     assert yaml.safe_load((other / "retrain/arch.yaml").read_text()) == arch
 
     # Export: the written module reproduces the supernet on the chosen arch.
+    # (In-process: `mtnas-export` as a command is run by test_cli.py's end-to-end test.)
+    from mtnas.export.cli import main as export_main
+
     out = tmp_path / "subnet.pt"
-    res = run_cli(
-        [str(run_dir / "supernet/last.ckpt"), str(run_dir / "arch.yaml"), str(out)],
-        tmp_path,
-        cache_dir,
-        prog="mtnas-export",
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
+    export_main([str(run_dir / "supernet/last.ckpt"), str(run_dir / "arch.yaml"), str(out)])
     model = torch.load(out, weights_only=False).eval()
     from mtnas.lit.supernet import SupernetLitModule
     from mtnas.space import ViTArch
@@ -180,23 +177,17 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     torch.testing.assert_close(got["depth"], ref["depth"])
 
     # ... and as an ONNX graph that onnxruntime runs at any batch size, reproducing the subnet.
-    res = run_cli(
+    export_main(
         [
             "--onnx",
             str(run_dir / "supernet/last.ckpt"),
             str(run_dir / "arch.yaml"),
             str(tmp_path / "subnet.onnx"),
-        ],
-        tmp_path,
-        cache_dir,
-        prog="mtnas-export",
+        ]
     )
-    assert res.returncode == 0, res.stderr[-2000:]
     assert_onnx_matches(tmp_path / "subnet.onnx", model, ["semseg", "depth"], (64, 64))
 
     # The retrained subnet exports as it is; paths in the wrong order get a one-line answer.
-    from mtnas.export.cli import main as export_main
-
     export_main([str(run_dir / "retrain/best.ckpt"), str(tmp_path / "retrained.pt")])
     retrained = torch.load(tmp_path / "retrained.pt", weights_only=False).eval()
     with torch.no_grad():
