@@ -52,6 +52,9 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     assert results["search"]["evaluated"] >= 6
     assert results["search"]["arch"] == yaml.safe_load((run_dir / "arch.yaml").read_text())
     assert isinstance(results["models"]["multitask"]["delta_m"], float)
+    fit = json.loads((run_dir / "retrain/fit.json").read_text())  # what the best checkpoint was chosen by
+    assert fit["monitor"] == "val/delta_m" and isinstance(fit["val_delta_m"], float)
+    assert fit["monitor_value"] == fit["val_delta_m"]
     assert all(m["latency_ms"] > 0 for m in results["models"].values())
     report = (run_dir / "report.md").read_text()
     assert "latency (ms)" in report

@@ -220,13 +220,19 @@ class Run:
             "val": nested_metrics(val[0], "val") or {k: float(v) for k, v in val[0].items()},
             "best_ckpt": Path(best).name,
             "monitor": monitor,
+            # The value the best checkpoint was chosen by (e.g. val Δm), re-measured on that checkpoint.
+            "monitor_value": float(val[0][monitor]) if monitor in val[0] else None,
             "epochs": trainer.current_epoch,
         }
+        if "val/delta_m" in val[0]:
+            info["val_delta_m"] = float(val[0]["val/delta_m"])
         self.write_json(done, info)
         close_logger(logger)
         self.announce(
             f"{unit.name}: {info['epochs']} epoch(s) in {time.perf_counter() - started:.0f} s; "
-            f"val {_brief(info['val'])} ({info['best_ckpt']})"
+            f"val {_brief(info['val'])}"
+            + (f", Δm {info['val_delta_m']:+.2f} %" if "val_delta_m" in info else "")
+            + f" ({info['best_ckpt']})"
         )
         return info
 
