@@ -34,8 +34,10 @@ def find_runs(folders: Sequence[str | Path]) -> list[Path]:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise MtnasError(f"{folder}: not a folder (expected a run folder or a multirun sweep folder).")
-        found = [folder] if (folder / "results.json").is_file() else sorted(
-            p.parent for p in folder.rglob("results.json")
+        found = (
+            [folder]
+            if (folder / "results.json").is_file()
+            else sorted(p.parent for p in folder.rglob("results.json"))
         )
         if not found:
             raise MtnasError(
