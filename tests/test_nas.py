@@ -85,6 +85,34 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         json.dumps(r["arch"], sort_keys=True) for r in population
     }
 
+    # The study: each arch retrained with the run's recipe; replicate 0 of the searched arch is the run's own
+    # retrain (same seed, same recipe: the same test metrics, whether retrained in `stage=all` or here).
+    study = [*args, "stage=study", "study.archs=1", "study.seeds=1"]
+    res = run_cli(study, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    result = json.loads((run_dir / "study/study.json").read_text())
+    roles = {r for c in result["archs"].values() for r in c["roles"]}
+    assert roles == {"searched", "hard sharing", "best random", "spread"}
+    assert result["archs"]["searched"]["test"][0] == results["models"]["multitask"]["test"]
+    hard = result["archs"]["hard-sharing"]["arch"]
+    assert all(not layer["task_specific"] for layer in hard["layers"])
+    assert set(result["inherited_vs_retrained_val"]) == {"kendall_tau", "spearman_rho"}
+    assert result["searched_minus_hard_sharing"]["n"] == 1 and (run_dir / "study/study.png").is_file()
+    # The random search is an independent stream: not the search's own first candidates.
+    first = [
+        json.loads(line)["arch"] for line in (run_dir / "search/population.jsonl").read_text().splitlines()
+    ]
+    drawn = [json.loads(line)["arch"] for line in (run_dir / "study/random.jsonl").read_text().splitlines()]
+    assert len(drawn) == len(first) and drawn[:3] != first[:3]
+    assert "## Study: does the search work?" in (run_dir / "report.md").read_text()
+    # A study stopped mid-way resumes: only what it had not finished trains again.
+    (run_dir / "study/hard-sharing/seed0/fit.json").unlink()
+    res = run_cli(study, tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    log = (run_dir / "cli.log").read_text()
+    assert f"resuming from {run_dir / 'study/hard-sharing/seed0/last.ckpt'}" in log
+    assert log.count("study/searched/seed0/fit.json), skipping") == 1
+
     # Re-running the search with the same seed and supernet evaluates nothing again ...
     (run_dir / "search/pareto.json").unlink()
     chosen = (run_dir / "arch.yaml").read_text()

@@ -51,7 +51,7 @@ class Pipeline:
         run.keep_config_history()  # after the checks: an invocation refused there did nothing
         if "baselines" in plan:
             run.baselines = self.baselines_stage()
-        for stage in method.stages:
+        for stage in (*method.stages, *method.optional_stages):
             if stage in plan:
                 method.run_stage(stage, run)
         if "evaluate" in plan:

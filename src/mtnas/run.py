@@ -61,6 +61,7 @@ class Run:
     def __init__(self, cfg: DictConfig, method: Method):
         self.cfg = cfg
         self.method = method
+        self._seed: int | None = None  # set while `reseeded`
         self.out = Path(cfg.paths.output_dir)
         self.tasks = list(cfg.tasks)
         self.available = OmegaConf.to_container(cfg.data.available_tasks, resolve=True)
@@ -78,7 +79,19 @@ class Run:
     # -- basics ---------------------------------------------------------------------------------------
     @property
     def seed(self) -> int:
-        return int(self.cfg.seed)
+        return int(self.cfg.seed) if self._seed is None else self._seed
+
+    @contextmanager
+    def reseeded(self, seed: int):
+        """Train as a run with `seed=<seed>` would (initial weights, data order, augmentation): a study's
+        replicates of one recipe."""
+        self._seed, self.dm.seed = seed, seed
+        self.dm.datasets.pop("train", None)  # its augmentation was drawn from the old seed
+        try:
+            yield
+        finally:
+            self._seed, self.dm.seed = None, int(self.cfg.seed)
+            self.dm.datasets.pop("train", None)
 
     @property
     def image_size(self) -> tuple[int, int]:

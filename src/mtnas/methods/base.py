@@ -21,6 +21,7 @@ class Method(ABC):
     sections it reads, so a bad value is refused when the method is built, before any work)."""
 
     stages: ClassVar[tuple[str, ...]]  # in order, e.g. ("supernet", "search", "retrain")
+    optional_stages: ClassVar[tuple[str, ...]] = ()  # run only when asked for (`stage=study`), never by `all`
     final_folder: ClassVar[str]  # the run-folder subfolder of the multi-task model the evaluate stage tests
 
     def __init__(self, name: str):
@@ -72,7 +73,7 @@ def build_method(cfg: DictConfig) -> Method:
     from mtnas.utils.specs import instantiate_spec
 
     method = instantiate_spec(cfg.method, "method", recursive=False)
-    allowed = ("all", "baselines", *method.stages, "evaluate")
+    allowed = ("all", "baselines", *method.stages, "evaluate", *method.optional_stages)
     if cfg.stage not in allowed:
         raise ConfigError(
             "stage",

@@ -8,6 +8,7 @@ a plain static model. Run folder: `supernet/`, `search/`, `arch.yaml`, `retrain/
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import zipfile
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
-from mtnas.run import Unit
+from mtnas.methods.study import Study, StudySettings
+from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget, sample_within
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 class OneShotMethod(SearchMethod):
     stages = ("supernet", "search", "retrain")
+    optional_stages = ("study",)
 
     def __init__(
         self,
@@ -46,8 +49,11 @@ class OneShotMethod(SearchMethod):
         loss: Mapping[str, Any],
         supernet_ckpt: str | None = None,
         arch: str | None = None,
+        study: Mapping[str, Any] | None = None,
     ):
         super().__init__(name)
+        self.study_settings = StudySettings.from_config(study)
+        self._evaluator = None  # the search's candidate scorer, built once per process
         self.tasks = list(tasks)
         if loss.get("weighting", "fixed") != "fixed":
             raise ConfigError(
@@ -217,7 +223,27 @@ class OneShotMethod(SearchMethod):
 
     # -- stages -------------------------------------------------------------------------------------
     def run_stage(self, stage: str, run: Run) -> None:
-        {"supernet": self.train_supernet, "search": self.search, "retrain": self.retrain_arch}[stage](run)
+        stages = {"supernet": self.train_supernet, "search": self.search, "retrain": self.retrain_arch}
+        stages["study"] = lambda run: Study(self, run, self.study_settings)()
+        stages[stage](run)
+
+    def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
+        """The space's hard-sharing arch (no task-specific layer) closest in params to `searched`, within the
+        budget when one is: among the searched arch without its task copies, the largest shared arch, and
+        2,000 random archs without theirs."""
+        rng = random.Random(unit_seed(run.seed, "study/hard-sharing"))
+
+        def shared(a: ViTArch) -> ViTArch:
+            return dataclasses.replace(a, task_specific=tuple(frozenset() for _ in a.task_specific))
+
+        pool = [
+            shared(searched),
+            self.space.largest(),
+            *(shared(self.space.sample(rng)) for _ in range(2000)),
+        ]
+        within = [a for a in pool if self.budget.satisfied(self.analytic_cost(run, a))] or pool
+        target = self.analytic_cost(run, searched)["params"]
+        return min(within, key=lambda a: abs(self.analytic_cost(run, a)["params"] - target))
 
     def train_supernet(self, run: Run) -> None:
         unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))
@@ -266,38 +292,43 @@ class OneShotMethod(SearchMethod):
                 f"{path} does not fit the space's largest arch as a {spec['model']}: {str(e).splitlines()[0]}",
             ) from None
 
-    def search(self, run: Run) -> None:
+    def problem(self, run: Run, log: PopulationLog, rng: random.Random, progress) -> Problem:
+        """A search problem over this run's supernet: candidates scored by val Δm with inherited weights
+        (on `search.val_batches` batches), costed, kept in `log`, proposed from `rng`."""
         from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
 
+        if self._evaluator is None:
+            baselines = run.load_baselines(required=True)
+            net = self.load_supernet(run).net.to(run.device).eval()
+            limit = self.strategy.val_batches
+            run.dm.setup("validate")
+            batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
+            self._evaluator = spread_across_processes(
+                SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention)
+            )
+        return Problem(
+            self.space,
+            self._evaluator,
+            lambda a: self.cost(run, a),
+            self.budget,
+            log,
+            rng,
+            progress,
+            cost_keys=self.cost_keys(run),
+        )
+
+    def search(self, run: Run) -> None:
         done, arch_path = self.search_dir(run) / "pareto.json", self.arch_path(run)
         if done.exists() and arch_path.exists():
             run.announce(f"search: already done ({done}), skipping")
             self._searched = self.space.read_arch(arch_path)
             return
         started = time.perf_counter()
-        baselines = run.load_baselines(required=True)
-        net = self.load_supernet(run).net.to(run.device).eval()
-        limit = self.strategy.val_batches
-        run.dm.setup("validate")
-        batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
-        evaluator = spread_across_processes(
-            SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention)
-        )
         log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
         already = len(log)
         name = self.strategy.name
         with run.progress(f"search ({name}), {already} candidates already in the population log") as progress:
-            problem = Problem(
-                self.space,
-                evaluator,
-                lambda a: self.cost(run, a),
-                self.budget,
-                log,
-                random.Random(run.seed),
-                progress,
-                cost_keys=self.cost_keys(run),
-            )
-            self.strategy.run(problem)
+            self.strategy.run(self.problem(run, log, random.Random(run.seed), progress))
         records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
         if not records:
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")

@@ -247,4 +247,5 @@ class SearchMethod(Method):
             "hypervolume": fronts.get("hypervolume"),
             "pareto_params": front,
             "budget": {k: v for k, v in vars(self.budget).items() if v is not None},
+            **({"study": read_json(study)} if (study := run.out / "study" / "study.json").exists() else {}),
         }

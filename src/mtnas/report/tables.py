@@ -181,7 +181,12 @@ def search_markdown(search: Mapping[str, Any]) -> str:
     lines.append("|" + "---|" * len(PARETO_HEADER))
     lines += ["| " + " | ".join(row) + " |" for row in front]
     lines += ["", "![Pareto front](pareto.png)"]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if search.get("study"):
+        from mtnas.report.study import study_markdown
+
+        text += "\n" + study_markdown(search["study"])
+    return text
 
 
 def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> str:

@@ -1,0 +1,234 @@
+"""`stage=study`: does the search work? Retrain archs and see whether the supernet ranked them right.
+
+After a run's search (its `search/population.jsonl`, `arch.yaml`), the study retrains, with the run's own
+retrain recipe, over `study.seeds` replicates each:
+
+- `study.archs` archs spread evenly over the params range of the search's population (within the budget);
+- the searched arch;
+- the best arch of an *independent* random search (its own random stream, as many candidates as the search
+  evaluated, scored the same way: `study/random.jsonl`), when `study.random`;
+- the hard-sharing arch of the space (no task-specific layer) closest in params to the searched one;
+- the `study.front` best members of the search's Δm-vs-params front (0 by default).
+
+A cheap check of whether to trust a front: `stage=study study.front=5 study.archs=0 study.random=false
+study.seeds=1 study.max_epochs=2` retrains the front's top 5 for two epochs and prints τ.
+
+It reports Kendall τ and Spearman ρ between the val Δm each arch had with inherited supernet weights and its
+val Δm after retraining (mean over replicates), the test Δm mean ± std per arch, and searched − hard sharing and
+searched − random, paired by replicate (replicate k of every arch trains as a run with `seed` + k would: initial
+weights, data order and augmentation; replicate 0 is thus the run's own `retrain/` again). Output: `study/study.json`, `study/study.md`,
+`study/study.png` (inherited vs retrained Δm). Every retrain is a unit with its own folder
+(`study/<arch tag>/seed<k>/`): a killed study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mtnas.errors import MtnasError
+from mtnas.metrics.delta_m import delta_m
+from mtnas.report.study import plot_study, study_lines, study_markdown
+from mtnas.run import Unit, unit_seed
+from mtnas.search.pareto import pareto_front, select
+from mtnas.search.population import PopulationLog, arch_key
+from mtnas.utils.checks import optional_positive_int, positive_int
+
+if TYPE_CHECKING:
+    from mtnas.run import Run
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    archs: int = 4
+    front: int = 0  # also the best `front` members of the search's Δm-vs-params front
+    seeds: int = 3  # replicates: seed, seed + 1, …
+    max_epochs: int | None = None  # None: the run's retrain.max_epochs
+    random: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> StudySettings:
+        cfg = dict(cfg or {})
+        if not isinstance(cfg.get("random", True), bool):
+            from mtnas.errors import ConfigError
+
+            raise ConfigError("study.random", f"got {cfg['random']!r}; expected true or false.")
+        return cls(
+            archs=positive_int("study.archs", cfg.get("archs", 4), minimum=0),
+            front=positive_int("study.front", cfg.get("front", 0), minimum=0),
+            seeds=positive_int("study.seeds", cfg.get("seeds", 3)),
+            max_epochs=optional_positive_int("study.max_epochs", cfg.get("max_epochs")),
+            random=cfg.get("random", True),
+        )
+
+
+def rank_correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
+    """Kendall τ (τ-b) and Spearman ρ of two paired samples; None with fewer than 3 pairs or a constant one."""
+    from scipy import stats
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"kendall_tau": None, "spearman_rho": None}
+    return {
+        "kendall_tau": float(stats.kendalltau(x, y).statistic),
+        "spearman_rho": float(stats.spearmanr(x, y).statistic),
+    }
+
+
+def spread_by_cost(
+    records: Sequence[Mapping[str, Any]], k: int, key: str = "params"
+) -> list[Mapping[str, Any]]:
+    """`k` records evenly spaced over the range of `cost[key]` (the cheapest and the costliest included)."""
+    ordered = sorted(records, key=lambda r: (r["cost"][key], -r["delta_m"]))
+    if k <= 0 or not ordered:
+        return []
+    if k == 1:
+        return [ordered[len(ordered) // 2]]
+    picks = [ordered[round(i * (len(ordered) - 1) / (k - 1))] for i in range(k)]
+    return list({arch_key(r["arch"]): r for r in picks}.values())
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
+    values = list(values)
+    return {
+        "mean": statistics.fmean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
+
+
+class Study:
+    """The study of one searching method's run (`method.hard_sharing_arch`, `method.problem` are its hooks)."""
+
+    def __init__(self, method, run: Run, settings: StudySettings):
+        self.method, self.run, self.settings = method, run, settings
+        self.dir = run.out / "study"
+
+    # -- which archs ----------------------------------------------------------------------------------
+    def candidates(self) -> dict[str, dict[str, Any]]:
+        method, run = self.method, self.run
+        log = PopulationLog(method.search_dir(run) / "population.jsonl")
+        records = [r for r in log.records.values() if method.budget.satisfied(r["cost"])]
+        if not records or not method.arch_path(run).exists():
+            raise MtnasError(
+                f"{method.search_dir(run) / 'population.jsonl'}: no search to study in this run folder; run the "
+                "search first (stage=all, or stage=search)."
+            )
+        searched = method.space.read_arch(method.arch_path(run))
+        out: dict[str, dict[str, Any]] = {}
+
+        def add(tag: str, role: str, record: Mapping[str, Any]) -> None:
+            if any(arch_key(c["arch"]) == arch_key(record["arch"]) for c in out.values()):
+                for c in out.values():  # the same arch in two roles is retrained once
+                    if arch_key(c["arch"]) == arch_key(record["arch"]):
+                        c["roles"].append(role)
+                return
+            out[tag] = {
+                "arch": record["arch"],
+                "roles": [role],
+                "cost": record["cost"],
+                "inherited_delta_m": record["delta_m"],
+                "line": method.describe_arch(record["arch"]),
+            }
+
+        extra_log = PopulationLog(self.dir / "scored.jsonl", writable=run.is_writer)
+        with run.progress("study: scoring the study's archs with inherited weights") as progress:
+            scorer = method.problem(run, extra_log, random.Random(unit_seed(run.seed, "study")), progress)
+            add("searched", "searched", log.get(searched.to_dict()) or scorer.score([searched])[0])
+            hard = method.hard_sharing_arch(run, searched)
+            add("hard-sharing", "hard sharing", log.get(hard.to_dict()) or scorer.score([hard])[0])
+        if self.settings.random:
+            random_log = PopulationLog(self.dir / "random.jsonl", writable=run.is_writer)
+            from mtnas.search.evolution import RandomSearch
+
+            n = len(log)
+            with run.progress(f"study: independent random search, {n} candidates") as progress:
+                # Its own stream (seeded from the run's seed and "study/random"): not the search's first draws.
+                problem = method.problem(
+                    run, random_log, random.Random(unit_seed(run.seed, "study/random")), progress
+                )
+                RandomSearch(num_candidates=n).run(problem)
+            in_budget = [r for r in random_log.records.values() if method.budget.satisfied(r["cost"])]
+            if in_budget:
+                add("random", "best random", select(in_budget, "best", ["params"]))
+        for i, record in enumerate(spread_by_cost(records, self.settings.archs)):
+            add(f"spread-{i}", "spread", record)
+        front = sorted(pareto_front(records, "params"), key=lambda r: -r["delta_m"])
+        for i, record in enumerate(front[: self.settings.front]):
+            add(f"front-{i}", "front", record)
+        return out
+
+    def update_report(self, result: Mapping[str, Any]) -> None:
+        """A run already evaluated gets the study in its results.json and report.md."""
+        from mtnas.report.tables import results_markdown
+        from mtnas.utils.io import read_json
+
+        path = self.run.out / "results.json"
+        if not path.exists() or "search" not in (results := read_json(path)):
+            return
+        results["search"]["study"] = result
+        self.run.write_json(path, results)
+        self.run.write_text(self.run.out / "report.md", results_markdown(results, self.run.task_objs))
+
+    # -- retraining -----------------------------------------------------------------------------------
+    def retrain(self, tag: str, arch_dict: Mapping[str, Any], k: int) -> dict[str, Any]:
+        method, run = self.method, self.run
+        arch = method.space.arch_from_dict(arch_dict)
+        # The run's retrain unit, as a run with seed + k would train it: replicate 0 is the run's own retrain/.
+        unit = Unit("multitask", self.dir / tag / f"seed{k}", tuple(run.tasks))
+        with run.reseeded(run.seed + k):
+            if not (unit.dir / "fit.json").exists():
+                run.announce(f"study: {tag}, seed {run.seed} → {unit.dir}")
+                run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
+            module = run.lit_module(unit, method.subnet_model(arch))
+            if method.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
+                module.model.load_state_dict(method.inherited_weights(run, arch))
+            fit = run.fit(unit, module, self.settings.max_epochs or method.retrain.get("max_epochs"))
+        return {"fit": fit, "test": run.test(unit)}
+
+    def __call__(self) -> dict[str, Any]:
+        run = self.run
+        candidates = self.candidates()
+        baselines = [Unit(f"baseline/{t}", run.baselines_dir / t, (t,)) for t in run.tasks]
+        ref_test = {u.tasks[0]: run.test(u)["test"][u.tasks[0]] for u in baselines}
+        dirs = {t: task.delta_m_directions for t, task in run.task_objs.items()}
+        conv = run.cfg.delta_m.convention
+        for tag, c in candidates.items():
+            runs = [self.retrain(tag, c["arch"], k) for k in range(self.settings.seeds)]
+            c["retrained_val_delta_m"] = [r["fit"].get("val_delta_m") for r in runs]
+            c["test_delta_m"] = [delta_m(r["test"]["test"], ref_test, dirs, conv) for r in runs]
+            c["test"] = [r["test"]["test"] for r in runs]
+            c["val"] = mean_std([v for v in c["retrained_val_delta_m"] if v is not None])
+            c["test_summary"] = mean_std(c["test_delta_m"])
+        tags = list(candidates)
+        inherited = [candidates[t]["inherited_delta_m"] for t in tags]
+        result: dict[str, Any] = {
+            "settings": vars(self.settings),
+            "baselines_test": ref_test,
+            "archs": candidates,
+            "inherited_vs_retrained_val": rank_correlations(
+                inherited, [candidates[t]["val"]["mean"] for t in tags]
+            ),
+            "inherited_vs_test": rank_correlations(
+                inherited, [candidates[t]["test_summary"]["mean"] for t in tags]
+            ),
+        }
+        searched = candidates["searched"]["test_delta_m"]
+        for tag, key in (
+            ("hard-sharing", "searched_minus_hard_sharing"),
+            ("random", "searched_minus_random"),
+        ):
+            if tag in candidates:
+                other = candidates[tag]["test_delta_m"]
+                result[key] = mean_std([a - b for a, b in zip(searched, other, strict=True)])
+        run.write_json(self.dir / "study.json", result)
+        if run.is_writer:
+            run.write_text(self.dir / "study.md", study_markdown(result, image="study.png"))
+            plot_study(result, self.dir / "study.png")
+            self.update_report(result)
+        run.announce("study: " + "; ".join(study_lines(result)) + f" → {self.dir / 'study.json'}")
+        return result

@@ -1,0 +1,104 @@
+"""The study's renderings (`mtnas.methods.study`): its summary lines, table, markdown and plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _fmt(stat: Mapping[str, Any], signed: bool = True) -> str:
+    if stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:+.2f}" if signed else f"{stat['mean']:.3g}"
+    return text if stat.get("std") is None else f"{text} ± {stat['std']:.2f}"
+
+
+def study_lines(result: Mapping[str, Any]) -> list[str]:
+    lines = []
+    corr = result["inherited_vs_retrained_val"]
+    if corr["kendall_tau"] is not None:
+        lines.append(
+            f"inherited vs retrained val Δm over {len(result['archs'])} archs: Kendall τ {corr['kendall_tau']:.2f}, "
+            f"Spearman ρ {corr['spearman_rho']:.2f}"
+        )
+    for key, what in (
+        ("searched_minus_hard_sharing", "hard sharing"),
+        ("searched_minus_random", "best random"),
+    ):
+        if key in result:
+            lines.append(f"searched − {what}: {_fmt(result[key])} test Δm points (n = {result[key]['n']})")
+    return lines
+
+
+STUDY_HEADER = ["arch", "role", "params (M)", "inherited val Δm", "retrained val Δm", "test Δm"]
+
+
+def study_rows(result: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for tag, c in sorted(result["archs"].items(), key=lambda kv: kv[1]["cost"]["params"]):
+        rows.append(
+            [
+                tag,
+                ", ".join(c["roles"]),
+                f"{c['cost']['params'] / 1e6:.3f}",
+                f"{c['inherited_delta_m']:+.2f}",
+                _fmt(c["val"]),
+                _fmt(c["test_summary"]),
+            ]
+        )
+    return rows
+
+
+def study_markdown(result: Mapping[str, Any], image: str = "study/study.png") -> str:
+    seeds = result["settings"]["seeds"]
+    lines = [
+        "## Study: does the search work?",
+        "",
+        f"Each arch retrained with the run's recipe, {seeds} replicate(s); mean ± std. "
+        "Inherited = val Δm with supernet weights, as the search saw it.",
+        "",
+        *(f"- {line}" for line in study_lines(result)),
+        "",
+        "| " + " | ".join(STUDY_HEADER) + " |",
+        "|" + "---|" * len(STUDY_HEADER),
+        *("| " + " | ".join(row) + " |" for row in study_rows(result)),
+        "",
+        f"![inherited vs retrained Δm]({image})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(result: Mapping[str, Any], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    colours = {"searched": "C3", "hard sharing": "C2", "best random": "C1", "spread": "C0", "front": "C4"}
+    for c in result["archs"].values():
+        if c["val"]["mean"] is None:
+            continue
+        role = c["roles"][0]
+        ax.errorbar(
+            c["inherited_delta_m"],
+            c["val"]["mean"],
+            yerr=c["val"]["std"],
+            fmt="o",
+            capsize=3,
+            color=colours.get(role, "C0"),
+            label=role,
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="best")
+    corr = result["inherited_vs_retrained_val"]
+    tau = "–" if corr["kendall_tau"] is None else f"{corr['kendall_tau']:.2f}"
+    ax.set_title(f"Kendall τ {tau}")
+    ax.set_xlabel("val Δm (%) with inherited supernet weights")
+    ax.set_ylabel("val Δm (%) after retraining")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,42 @@
+"""The study's statistics against hand-computed values, its choice of archs, its settings."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mtnas.methods.study import StudySettings, mean_std, rank_correlations, spread_by_cost
+
+
+def test_rank_correlations_by_hand():
+    # y swaps the middle pair of x: 5 concordant pairs, 1 discordant → τ = (5 − 1)/6; rank differences
+    # (0, 1, −1, 0) → ρ = 1 − 6·2/(4·(16 − 1)) = 0.8.
+    out = rank_correlations([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0])
+    assert out["kendall_tau"] == pytest.approx(4 / 6)
+    assert out["spearman_rho"] == pytest.approx(0.8)
+    assert rank_correlations([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == {"kendall_tau": -1.0, "spearman_rho": -1.0}
+    # Too few pairs, or a constant sample: no correlation to report.
+    assert rank_correlations([1.0, 2.0], [1.0, 2.0]) == {"kendall_tau": None, "spearman_rho": None}
+    assert rank_correlations([1.0, 2.0, 3.0], [5.0, 5.0, 5.0])["kendall_tau"] is None
+
+
+def test_spread_by_cost_spans_the_range_evenly():
+    records = [{"arch": {"i": i}, "cost": {"params": p}, "delta_m": 0.0} for i, p in enumerate(range(1, 11))]
+    random.Random(0).shuffle(records)
+    picked = [r["cost"]["params"] for r in spread_by_cost(records, 3)]
+    assert picked == [1, 5, 10]  # cheapest, middle (index round(4.5) = 4), costliest
+    assert [r["cost"]["params"] for r in spread_by_cost(records, 1)] == [6]
+    assert spread_by_cost(records, 0) == []
+    assert len(spread_by_cost(records[:2], 5)) == 2  # never the same arch twice
+
+
+def test_mean_std_and_settings():
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2}
+    assert mean_std([4.0]) == {"mean": 4.0, "std": None, "n": 1}
+    from mtnas.errors import ConfigError
+
+    assert StudySettings.from_config({"archs": 2, "seeds": 1}).seeds == 1
+    for key, bad in (("seeds", 0), ("archs", -1), ("front", 1.5), ("random", "yes"), ("max_epochs", 0)):
+        with pytest.raises(ConfigError, match=f"study.{key}"):
+            StudySettings.from_config({key: bad})
