@@ -146,6 +146,10 @@ def _in_range(
 
 def _validate_ranges(cfg: DictConfig) -> None:
     """Range and type of the global numeric keys: no value is silently clipped, truncated or ignored."""
+    if cfg.get("study") is not None:  # read by the searching methods' stage=study; checked for every method
+        from mtnas.methods.study import StudySettings
+
+        StudySettings.from_config(OmegaConf.to_container(cfg.study, resolve=True))
     _in_range(cfg, "optim.weight_decay", 0)
     _in_range(cfg, "optim.warmup_fraction", 0, 1, below_high=True)
     _choice(cfg, "optim.scheduler", ("cosine", "poly", "none"))

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
+from mtnas.methods.study import Study, StudySettings
 from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog
+from mtnas.search.problem import Problem
 from mtnas.space.policy import OPTIONS, PolicyArch, PolicySpace, option_counts
 from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
 from mtnas.utils.specs import as_dict
@@ -60,6 +62,7 @@ def _objectives(value: Any) -> tuple[str, ...]:
 
 class PolicyMethod(SearchMethod):
     stages = ("pretrain", "policy", "derive", "retrain")
+    optional_stages = ("study",)
     search_name = "policy"
 
     def __init__(
@@ -77,8 +80,11 @@ class PolicyMethod(SearchMethod):
         space: Mapping[str, Any] | None = None,
         supernet_ckpt: str | None = None,
         arch: str | None = None,
+        study: Mapping[str, Any] | None = None,
     ):
         super().__init__(name)
+        self.study_settings = StudySettings.from_config(study)
+        self._policy_net = self._evaluator = None  # built once per process, for derive and study
         self.tasks = list(tasks)
         self.model = as_dict(model)
         if self.model.get("_target_") != STATIC_MODEL or not (self.model.get("backbone") or {}).get("name"):
@@ -317,6 +323,7 @@ class PolicyMethod(SearchMethod):
             "policy": self.train_policy,
             "derive": self.derive_arch,
             "retrain": self.retrain_arch,
+            "study": lambda run: Study(self, run, self.study_settings)(),
         }[stage](run)
 
     def reuses_policy(self, run: Run) -> bool:
@@ -368,13 +375,54 @@ class PolicyMethod(SearchMethod):
         finally:
             run.dm.alternating = None
 
+    def _net(self, run: Run):
+        if self._policy_net is None:
+            self._policy_net = self.load_policy(run).net.to(run.device).eval()
+        return self._policy_net
+
+    def problem(self, run: Run, log: PopulationLog, rng: random.Random, progress=None) -> Problem:
+        """Archs scored by val Δm with the policy supernet's weights (`derive.val_batches` batches, BatchNorm
+        recalibrated per arch on `derive.bn_batches` train batches), costed, kept in `log`."""
+        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
+
+        if self._evaluator is None:
+            baselines = run.load_baselines(required=True)
+            net = self._net(run)
+            limit = self.derive.get("val_batches")
+            run.dm.setup("validate")
+            batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
+            prepare = None
+            bn_batches = int(self.derive.get("bn_batches", 0))
+            if bn_batches:
+                # Train images without augmentation: the statistics of the data the archs are scored on.
+                train = run.dm.plain_train_dataloader()
+                images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
+                prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
+            self._evaluator = spread_across_processes(
+                SubnetEvaluator(
+                    net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare
+                )
+            )
+        return Problem(
+            self.space,
+            self._evaluator,
+            lambda a: self.cost(run, a),
+            self.budget,
+            log,
+            rng,
+            progress,
+            cost_keys=self.cost_keys(run),
+        )
+
+    def hard_sharing_arch(self, run: Run, searched: PolicyArch) -> PolicyArch:
+        """Hard sharing in this space: every block shared by every task, none skipped (one arch, whatever its
+        params; the budget does not change it)."""
+        return self.space.uniform("shared")
+
     def derive_arch(self, run: Run) -> None:
         """The policy's most probable arch and `derive.samples` archs drawn from it, scored on val with
         inherited weights; `derive.pick`: the most probable (when within the budget), or the best val Δm."""
         import torch
-
-        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
-        from mtnas.search.problem import Problem
 
         done = self.search_dir(run) / "pareto.json"
         if done.exists() and self.arch_path(run).exists():
@@ -382,38 +430,13 @@ class PolicyMethod(SearchMethod):
             self._searched = self.space.read_arch(self.arch_path(run))
             return
         started = time.perf_counter()
-        baselines = run.load_baselines(required=True)
-        net = self.load_policy(run).net.to(run.device).eval()
-        limit = self.derive.get("val_batches")
-        run.dm.setup("validate")
-        batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
-        prepare = None
-        bn_batches = int(self.derive.get("bn_batches", 0))
-        if bn_batches:
-            # Train images without augmentation: the statistics of the data the archs are scored on.
-            train = run.dm.plain_train_dataloader()
-            images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
-            prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
-        evaluator = spread_across_processes(
-            SubnetEvaluator(
-                net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare
-            )
-        )
+        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
+        net = self._net(run)
         generator = torch.Generator().manual_seed(unit_seed(run.seed, "derive"))
         argmax = net.export()
         archs = [argmax, *(net.sample_arch(generator) for _ in range(int(self.derive.get("samples", 0))))]
-        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
-        with run.progress(f"derive: scoring the policy's arch and {len(archs) - 1} samples"):
-            problem = Problem(
-                self.space,
-                evaluator,
-                lambda a: self.cost(run, a),
-                self.budget,
-                log,
-                random.Random(run.seed),
-                cost_keys=self.cost_keys(run),
-            )
-            scored = problem.score(archs)
+        with run.progress(f"derive: scoring the policy's arch and {len(archs) - 1} samples") as progress:
+            scored = self.problem(run, log, random.Random(run.seed), progress).score(archs)
         records = [r for r in {id(r): r for r in scored}.values() if self.budget.satisfied(r["cost"])]
         if not records:
             raise MtnasError(
