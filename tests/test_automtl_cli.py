@@ -73,6 +73,24 @@ def test_automtl_end_to_end_a_killed_policy_resumes_to_the_same_arch(tmp_path, c
     population = [json.loads(line) for line in (whole / "search/population.jsonl").read_text().splitlines()]
     assert 1 <= len(population) <= 3 and all("params" in r["cost"] for r in population)
     assert "automtl" in (whole / "arch.yaml").read_text().splitlines()[0]
+    # The study: the searched arch's replicate 0 is the run's retrain again; hard sharing = all shared.
+    res = run_cli(
+        [
+            *RUN,
+            "stage=study",
+            "study.archs=0",
+            "study.seeds=1",
+            "study.random=false",
+            f"hydra.run.dir={whole}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    study = json.loads((whole / "study/study.json").read_text())
+    assert study["archs"]["searched"]["test"][0] == results["models"]["multitask"]["test"]
+    hard = next(c for c in study["archs"].values() if "hard sharing" in c["roles"])
+    assert {v for b in hard["arch"]["blocks"] for k, v in b.items() if k != "block"} == {"shared"}
 
     # SIGKILL once the policy's first epoch is checkpointed, then the same command again: same policy, arch,
     # population and test metrics as the uninterrupted run. (The finished baselines and pretraining are copied
