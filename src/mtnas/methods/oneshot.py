@@ -23,7 +23,7 @@ from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget, sample_within
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
-from mtnas.search.problem import Problem, Strategy
+from mtnas.search.problem import Strategy
 from mtnas.space import ViTArch, build_space
 from mtnas.supernet.vit import ViTCost, subnet_spec
 from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
@@ -53,7 +53,6 @@ class OneShotMethod(SearchMethod):
     ):
         super().__init__(name)
         self.study_settings = StudySettings.from_config(study)
-        self._evaluator = None  # the search's candidate scorer, built once per process
         self.tasks = list(tasks)
         if loss.get("weighting", "fixed") != "fixed":
             raise ConfigError(
@@ -292,30 +291,9 @@ class OneShotMethod(SearchMethod):
                 f"{path} does not fit the space's largest arch as a {spec['model']}: {str(e).splitlines()[0]}",
             ) from None
 
-    def problem(self, run: Run, log: PopulationLog, rng: random.Random, progress) -> Problem:
-        """A search problem over this run's supernet: candidates scored by val Δm with inherited weights
-        (on `search.val_batches` batches), costed, kept in `log`, proposed from `rng`."""
-        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
-
-        if self._evaluator is None:
-            baselines = run.load_baselines(required=True)
-            net = self.load_supernet(run).net.to(run.device).eval()
-            limit = self.strategy.val_batches
-            run.dm.setup("validate")
-            batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
-            self._evaluator = spread_across_processes(
-                SubnetEvaluator(net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention)
-            )
-        return Problem(
-            self.space,
-            self._evaluator,
-            lambda a: self.cost(run, a),
-            self.budget,
-            log,
-            rng,
-            progress,
-            cost_keys=self.cost_keys(run),
-        )
+    def make_evaluator(self, run: Run):
+        """Val Δm with inherited supernet weights, on `search.val_batches` batches."""
+        return self.scorer(run, self.load_supernet(run).net.to(run.device).eval(), self.strategy.val_batches)
 
     def search(self, run: Run) -> None:
         done, arch_path = self.search_dir(run) / "pareto.json", self.arch_path(run)

@@ -26,7 +26,6 @@ from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog
-from mtnas.search.problem import Problem
 from mtnas.space.policy import OPTIONS, PolicyArch, PolicySpace, option_counts
 from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
 from mtnas.utils.specs import as_dict
@@ -84,7 +83,7 @@ class PolicyMethod(SearchMethod):
     ):
         super().__init__(name)
         self.study_settings = StudySettings.from_config(study)
-        self._policy_net = self._evaluator = None  # built once per process, for derive and study
+        self._policy_net = None  # built once per process, for derive and study
         self.tasks = list(tasks)
         self.model = as_dict(model)
         if self.model.get("_target_") != STATIC_MODEL or not (self.model.get("backbone") or {}).get("name"):
@@ -380,39 +379,18 @@ class PolicyMethod(SearchMethod):
             self._policy_net = self.load_policy(run).net.to(run.device).eval()
         return self._policy_net
 
-    def problem(self, run: Run, log: PopulationLog, rng: random.Random, progress=None) -> Problem:
-        """Archs scored by val Δm with the policy supernet's weights (`derive.val_batches` batches, BatchNorm
-        recalibrated per arch on `derive.bn_batches` train batches), costed, kept in `log`."""
-        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
-
-        if self._evaluator is None:
-            baselines = run.load_baselines(required=True)
-            net = self._net(run)
-            limit = self.derive.get("val_batches")
-            run.dm.setup("validate")
-            batches = [b for i, b in enumerate(run.dm.val_dataloader()) if limit is None or i < limit]
-            prepare = None
-            bn_batches = int(self.derive.get("bn_batches", 0))
-            if bn_batches:
-                # Train images without augmentation: the statistics of the data the archs are scored on.
-                train = run.dm.plain_train_dataloader()
-                images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
-                prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
-            self._evaluator = spread_across_processes(
-                SubnetEvaluator(
-                    net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare
-                )
-            )
-        return Problem(
-            self.space,
-            self._evaluator,
-            lambda a: self.cost(run, a),
-            self.budget,
-            log,
-            rng,
-            progress,
-            cost_keys=self.cost_keys(run),
-        )
+    def make_evaluator(self, run: Run):
+        """Val Δm with the policy supernet's weights (`derive.val_batches` batches), BatchNorm recalibrated per
+        arch on `derive.bn_batches` train batches."""
+        net = self._net(run)
+        prepare = None
+        bn_batches = int(self.derive.get("bn_batches", 0))
+        if bn_batches:
+            # Train images without augmentation: the statistics of the data the archs are scored on.
+            train = run.dm.plain_train_dataloader()
+            images = [b["image"].to(run.device) for _, b in zip(range(bn_batches), train, strict=False)]
+            prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
+        return self.scorer(run, net, self.derive.get("val_batches"), prepare)
 
     def hard_sharing_arch(self, run: Run, searched: PolicyArch) -> PolicyArch:
         """Hard sharing in this space: every block shared by every task, none skipped (one arch, whatever its

@@ -18,6 +18,7 @@ import yaml
 from mtnas.methods.base import Method
 from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front
 from mtnas.search.population import PopulationLog, arch_key
+from mtnas.search.problem import Problem
 from mtnas.tasks import image_level
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class SearchMethod(Method):
         super().__init__(name)
         self._searched = None  # held in memory: other DDP ranks must not read arch.yaml early
         self._latency = None
+        self._evaluator = None  # the candidate scorer, built once per process
 
     # -- run folder ---------------------------------------------------------------------------------
     @staticmethod
@@ -77,6 +79,41 @@ class SearchMethod(Method):
     @abstractmethod
     def inherited_weights(self, run: Run, arch) -> dict[str, Any]:
         """The state dict of `arch`'s static model with the search's trained weights."""
+
+    # -- scoring candidates ---------------------------------------------------------------------------
+    @abstractmethod
+    def make_evaluator(self, run: Run):
+        """The candidate scorer: archs → val Δm records with the search's trained weights (`scorer`)."""
+
+    def scorer(self, run: Run, net, val_batches: int | None, prepare=None):
+        """Score archs of `net` (`net(images, arch)`) by val Δm on the first `val_batches` val batches
+        (all when None), spread across DDP processes; `prepare(arch)` runs before each (e.g. BN statistics)."""
+        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
+
+        baselines = run.load_baselines(required=True)
+        run.dm.setup("validate")
+        batches = [b for i, b in enumerate(run.dm.val_dataloader()) if val_batches is None or i < val_batches]
+        return spread_across_processes(
+            SubnetEvaluator(
+                net, run.task_objs, batches, baselines["val"], run.cfg.delta_m.convention, prepare
+            )
+        )
+
+    def problem(self, run: Run, log: PopulationLog, rng, progress=None) -> Problem:
+        """A search problem over this run's trained weights: candidates scored (one scorer per process),
+        costed, kept in `log`, proposed from `rng`."""
+        if self._evaluator is None:
+            self._evaluator = self.make_evaluator(run)
+        return Problem(
+            self.space,
+            self._evaluator,
+            lambda a: self.cost(run, a),
+            self.budget,
+            log,
+            rng,
+            progress,
+            cost_keys=self.cost_keys(run),
+        )
 
     def measures_latency(self, run: Run) -> bool:
         return (

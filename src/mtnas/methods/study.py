@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mtnas.errors import MtnasError
+from mtnas.errors import ConfigError, MtnasError
 from mtnas.metrics.delta_m import delta_m
 from mtnas.report.study import plot_study, study_lines, study_markdown
 from mtnas.run import Unit, unit_seed
@@ -55,8 +55,6 @@ class StudySettings:
     def from_config(cls, cfg: Mapping[str, Any] | None) -> StudySettings:
         cfg = dict(cfg or {})
         if not isinstance(cfg.get("random", True), bool):
-            from mtnas.errors import ConfigError
-
             raise ConfigError("study.random", f"got {cfg['random']!r}; expected true or false.")
         return cls(
             archs=positive_int("study.archs", cfg.get("archs", 4), minimum=0),
@@ -122,10 +120,9 @@ class Study:
         out: dict[str, dict[str, Any]] = {}
 
         def add(tag: str, role: str, record: Mapping[str, Any]) -> None:
-            if any(arch_key(c["arch"]) == arch_key(record["arch"]) for c in out.values()):
-                for c in out.values():  # the same arch in two roles is retrained once
-                    if arch_key(c["arch"]) == arch_key(record["arch"]):
-                        c["roles"].append(role)
+            same = next((c for c in out.values() if arch_key(c["arch"]) == arch_key(record["arch"])), None)
+            if same is not None:  # the same arch in two roles is retrained once
+                same["roles"].append(role)
                 return
             out[tag] = {
                 "arch": record["arch"],
