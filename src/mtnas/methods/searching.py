@@ -22,7 +22,7 @@ from mtnas.search.problem import Problem
 from mtnas.tasks import image_level
 
 if TYPE_CHECKING:
-    from mtnas.run import Run
+    from mtnas.run import Run, Unit
 
 RETRAIN_INITS = ("inherited", "scratch")
 COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm against each cost that was measured
@@ -213,15 +213,18 @@ class SearchMethod(Method):
         return self._searched or self.space.read_arch(self.arch_path(run))
 
     def retrain_arch(self, run: Run) -> None:
-        arch = self.searched_arch(run)
-        unit = run.multitask_unit(self.final_folder)
+        self.train_arch(run, self.searched_arch(run), run.multitask_unit(self.final_folder))
+
+    def train_arch(self, run: Run, arch, unit: Unit, max_epochs: int | None = None) -> dict[str, Any]:
+        """Train `arch` as a static model into `unit.dir` with the retrain recipe (`retrain.init`; `max_epochs`,
+        default `retrain.max_epochs`): the chosen arch's retrain, and each of a study's retrains."""
         if not (unit.dir / "fit.json").exists():
             # A record beside the weights of exactly what was trained (arch= files may change later).
             run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
         module = run.lit_module(unit, self.subnet_model(arch))
         if self.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
             module.model.load_state_dict(self.inherited_weights(run, arch))
-        run.fit(unit, module, self.retrain.get("max_epochs"))
+        return run.fit(unit, module, max_epochs or self.retrain.get("max_epochs"))
 
     # -- reporting ------------------------------------------------------------------------------------
     def report(self, run: Run, results: Mapping[str, Any]) -> None:

@@ -29,8 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.metrics.delta_m import delta_m
 from mtnas.report.study import plot_study, study_lines, study_markdown
@@ -180,18 +178,13 @@ class Study:
         with run.reseeded(run.seed + k):
             if not (unit.dir / "fit.json").exists():
                 run.announce(f"study: {tag}, seed {run.seed} → {unit.dir}")
-                run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
-            module = run.lit_module(unit, method.subnet_model(arch))
-            if method.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
-                module.model.load_state_dict(method.inherited_weights(run, arch))
-            fit = run.fit(unit, module, self.settings.max_epochs or method.retrain.get("max_epochs"))
+            fit = method.train_arch(run, arch, unit, self.settings.max_epochs)
         return {"fit": fit, "test": run.test(unit)}
 
     def __call__(self) -> dict[str, Any]:
         run = self.run
         candidates = self.candidates()
-        baselines = [Unit(f"baseline/{t}", run.baselines_dir / t, (t,)) for t in run.tasks]
-        ref_test = {u.tasks[0]: run.test(u)["test"][u.tasks[0]] for u in baselines}
+        ref_test = {u.tasks[0]: run.test(u)["test"][u.tasks[0]] for u in run.baseline_units}
         dirs = {t: task.delta_m_directions for t, task in run.task_objs.items()}
         conv = run.cfg.delta_m.convention
         for tag, c in candidates.items():
