@@ -188,9 +188,17 @@ class Run:
             delta_m_convention=self.cfg.delta_m.convention,
         )
 
-    def fit(self, unit: Unit, module: pl.LightningModule, max_epochs: int | None = None) -> dict[str, Any]:
-        """Train `module` into `unit.dir` (skipped when done, resumed from last.ckpt when interrupted).
-        Modules with a `monitor` also keep best.ckpt; the others (supernets) keep last.ckpt only."""
+    def fit(
+        self,
+        unit: Unit,
+        module: pl.LightningModule,
+        max_epochs: int | None = None,
+        datamodule: pl.LightningDataModule | None = None,
+    ) -> dict[str, Any]:
+        """Train `module` into `unit.dir` (skipped when done, resumed from last.ckpt when interrupted) on the
+        run's data, or on `datamodule` (e.g. a pre-search's classification set). Modules with a `monitor` also
+        keep best.ckpt; the others (supernets) keep last.ckpt only."""
+        dm = datamodule or self.dm
         done, last = unit.dir / "fit.json", unit.dir / "last.ckpt"
         if done.exists():
             info = read_json(done)
@@ -214,7 +222,7 @@ class Run:
             max_epochs,
             unused_parameters=unused,
             # Alternating subsets: the data module's batch sampler shares each batch among the processes itself.
-            distributed_sampler=self.dm.alternating is None,
+            distributed_sampler=dm.alternating is None,
         )
         if resumed_after is not None:
             self.announce(f"{unit.name}: resuming from {last} ({resumed_after} epoch(s) done)")
@@ -223,10 +231,10 @@ class Run:
         started = time.perf_counter()
         # The epoch this fit starts at, known before Lightning builds the first data iterator (data workers
         # prefetch as soon as it exists, before any epoch hook runs); EpochSeed moves it on each epoch.
-        self.dm.set_epoch(resumed_after or 0)
-        trainer.fit(module, datamodule=self.dm, ckpt_path=str(last) if last.exists() else None)
+        dm.set_epoch(resumed_after or 0)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
         best = callbacks[1].best_model_path or str(last)  # [EpochSeed, best or last, (last)]
-        val = trainer.validate(module, datamodule=self.dm, ckpt_path=best, verbose=False)
+        val = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
         info = {
             "unit": unit.name,
             "tasks": list(unit.tasks),

@@ -18,15 +18,18 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mtnas.errors import ConfigError, MtnasError
 
-Kind = Literal["supernet", "policy", "model"]
+Kind = Literal["supernet", "policy", "cells", "model"]
 _WHAT = {
     "supernet": "a supernet checkpoint (a run's supernet/last.ckpt)",
     "policy": "a block-policy supernet checkpoint (an automtl run's policy/last.ckpt or pretrain/last.ckpt)",
+    "cells": "a cell-search checkpoint (a two_stage run's presearch/, branch/ or backbone/ last.ckpt)",
     "model": "a trained model checkpoint (a run's retrain/, train/ or baselines/<task>/ best.ckpt or last.ckpt)",
 }
 
 
 def checkpoint_kind(hparams: dict) -> Kind | None:
+    if "cell_search" in hparams:
+        return "cells"
     if "space" in hparams and "supernet" in hparams:
         return "supernet"
     if "policy" in hparams and "model" in hparams:
@@ -114,6 +117,8 @@ def load_checkpoint(
         from mtnas.lit.supernet import SupernetLitModule as cls
     elif kind == "policy":
         from mtnas.lit.policy import PolicyLitModule as cls
+    elif kind == "cells":
+        from mtnas.lit.cells import CellSearchLitModule as cls
     else:
         from mtnas.lit.multitask import MultiTaskLitModule as cls
     return cls.load_from_checkpoint(path, map_location="cpu")

@@ -457,18 +457,9 @@ class PolicySupernet(BlockRouter):
         """Reset the BatchNorm statistics of every module and re-estimate them on `batches` (images) along
         `arch`'s paths: the statistics a block kept while every option was mixed or sampled are not those of
         one arch, and scoring archs with them ranks them poorly."""
-        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [(m.momentum, m.training) for m in norms]
-        self.eval()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the batches
-            m.train()
-        for images in batches:
-            self(images, arch)
-        for m, (momentum, training) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
+        from mtnas.supernet.norms import recalibrate_batchnorm
+
+        recalibrate_batchnorm(self, lambda x: self(x, arch), batches)
 
     # -- cost and extraction ------------------------------------------------------------------------
     def cost(self, arch: PolicyArch) -> dict[str, int]:
