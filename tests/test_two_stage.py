@@ -97,7 +97,11 @@ def test_gumbel_sampling_is_one_hot_reproducible_and_passes_gradients():
     logits = torch.zeros(5, 4, requires_grad=True)
     a = gumbel_hard(logits, 1.0, torch.Generator().manual_seed(3))
     b = gumbel_hard(logits, 1.0, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b) and torch.equal(a.sum(-1), torch.ones(5)) and set(a.flatten().tolist()) <= {0.0, 1.0}
+    assert (
+        torch.equal(a, b)
+        and torch.equal(a.sum(-1), torch.ones(5))
+        and set(a.flatten().tolist()) <= {0.0, 1.0}
+    )
     (a * torch.arange(4.0)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     arch = ArchitectureLogits({"normal": (5, 4), "branch/semseg": (5, 4)})
@@ -179,7 +183,10 @@ def test_the_image_folder_reader_reads_the_layout_and_names_a_bad_file(tmp_path)
     for split, n in (("train", 4), ("val", 2)):
         for c, v in (("cat", 10), ("dog", 240)):
             for i in range(n):
-                _png(tmp_path / split / c / f"{i}.JPEG" if c == "dog" else tmp_path / split / c / f"{i}.png", value=v)
+                _png(
+                    tmp_path / split / c / f"{i}.JPEG" if c == "dog" else tmp_path / split / c / f"{i}.png",
+                    value=v,
+                )
     (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
     dm = ClassificationDataModule(tmp_path, (16, 16), 2, seed=0)
     assert dm.classes == ["cat", "dog"] and len(dm.train_samples) == 8 and len(dm.val_samples) == 4
@@ -211,7 +218,9 @@ def test_the_synthetic_classification_set_crops_every_object_by_class(tmp_path):
     image = np.zeros((40, 40, 3), np.float32)
     image[5:25, 5:25] = 1.0
     np.save(scenes / "train" / "image" / "0.npy", image)
-    np.save(scenes / "train" / "boxes" / "0.npy", np.array([[5, 5, 25, 25, 2], [30, 30, 33, 33, 0]], np.float32))
+    np.save(
+        scenes / "train" / "boxes" / "0.npy", np.array([[5, 5, 25, 25, 2], [30, 30, 33, 33, 0]], np.float32)
+    )
     np.save(scenes / "val" / "image" / "0.npy", image)
     np.save(scenes / "val" / "boxes" / "0.npy", np.array([[5, 5, 25, 25, 3]], np.float32))
     root = generate_crops(scenes, tmp_path / "out")
@@ -230,7 +239,9 @@ def test_a_budget_no_composite_arch_meets_is_refused_before_training(tmp_path, c
     from mtnas.config import validate
     from mtnas.run import Run
 
-    cfg = compose_cfg(["+experiment=mtnas_demo", "logger=none", "budget.params_max=1000"], output_dir=tmp_path)
+    cfg = compose_cfg(
+        ["+experiment=mtnas_demo", "logger=none", "budget.params_max=1000"], output_dir=tmp_path
+    )
     method = validate(cfg)
     with pytest.raises(ConfigError) as e:
         method.check(Run(cfg, method), ("baselines", *method.stages))

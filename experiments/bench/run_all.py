@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_cells  # noqa: E402
 import bench_cli  # noqa: E402
 import bench_mqtransformer  # noqa: E402
 import bench_policy  # noqa: E402
@@ -35,6 +36,7 @@ def main() -> None:
             "MQTransformer vs hard sharing (mobilenetv3_small_100, 96×128, batch 16, 3 tasks)",
             bench_mqtransformer,
         ),
+        ("MTNAS cell supernet (channels 16, 5 cells, 64×64, batch 16, semseg + detection)", bench_cells),
     ):
         print(f"## {title}\n")
         print("| measurement | median time | ratio |\n|---|---|---|")

@@ -160,15 +160,19 @@ class ClassificationDataModule(pl.LightningDataModule):
                 drop_last=True,
                 **kwargs,
             )
+        import torch.distributed as dist
+
         subsets, rounds = self.alternating
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         for k, subset in enumerate(subsets):
-            if len(subset) < self.batch_size:
+            if len(subset) < self.batch_size * world:
                 raise ConfigError(
                     "method.presearch.batch_size",
-                    f"is {self.batch_size} but train subset {k + 1} of 2 of {self.root / 'train'} has only "
-                    f"{len(subset)} images: use a smaller batch or more images.",
+                    f"is {self.batch_size} (× {world} processes) but train subset {k + 1} of 2 of "
+                    f"{self.root / 'train'} has only {len(subset)} images: use a smaller batch or more images.",
                 )
-        sampler = AlternatingBatches(subsets, rounds, self.batch_size, self.seed, self.epoch, 0, 1)
+        sampler = AlternatingBatches(subsets, rounds, self.batch_size, self.seed, self.epoch, rank, world)
         return DataLoader(SubsetTagged(dataset), batch_sampler=sampler, **kwargs)
 
     def val_dataloader(self) -> DataLoader:

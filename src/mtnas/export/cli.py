@@ -1,7 +1,8 @@
 """`mtnas-export CKPT [ARCH_YAML] OUT`: write a plain, static multi-task model, whatever method made it.
 
 - `SUPERNET_CKPT ARCH_YAML OUT`: the subnet `ARCH_YAML` extracted from a supernet (a ViT supernet's
-  `supernet/last.ckpt`, or an automtl run's `policy/last.ckpt`), with inherited weights;
+  `supernet/last.ckpt`, an automtl run's `policy/last.ckpt`, or a two_stage run's `backbone/last.ckpt`), with
+  inherited weights;
 - `MODEL_CKPT OUT`: a trained model as it is (e.g. a run's `retrain/best.ckpt` or `train/best.ckpt`); the
   checkpoint holds its model spec, so no method or config is needed to rebuild it.
 
@@ -41,8 +42,15 @@ def load_static_model(ckpt: Path, arch_yaml: Path | None, out: Path):
                 f"mtnas-export {ckpt} ARCH_YAML {out}"
             ) from None
         return module.model.eval(), tuple(module.hparams.image_size)
-    module = load_checkpoint(ckpt, ("supernet", "policy"))
-    space = module.space if hasattr(module, "space") else module.net.space  # ViT supernet | policy supernet
+    module = load_checkpoint(ckpt, ("supernet", "policy", "cells"))
+    if getattr(module.hparams, "cell_search", None) == "presearch":
+        raise MtnasError(
+            f"{ckpt} is a two_stage run's backbone pre-search (a classification net): export a subnet from the "
+            "run's backbone/last.ckpt instead."
+        )
+    space = (
+        module.space if hasattr(module, "space") else module.net.space
+    )  # ViT supernet | policy/cell supernet
     try:
         arch = space.read_arch(arch_yaml)
     except MtnasError as err:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mtnas.nn.cells import Cell, MixedCell, edge_index, num_edges
 from mtnas.nn.heads import conv_bn_relu
-from mtnas.space.cells import CellArch, Genotype
+from mtnas.space.cells import CellArch, CellSpace, Genotype
 from mtnas.utils.checks import positive_int
 
 if TYPE_CHECKING:
@@ -207,6 +207,7 @@ class CellSupernet(nn.Module):
         )
         self._tasks = dict(tasks)
         self._costs: dict[str, Any] | None = None
+        self.space = CellSpace(tuple(tasks), self.ops, layout.nodes)
 
     @property
     def groups(self) -> list[str]:
