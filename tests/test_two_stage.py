@@ -192,7 +192,7 @@ def test_the_image_folder_reader_reads_the_layout_and_names_a_bad_file(tmp_path)
     assert dm.classes == ["cat", "dog"] and len(dm.train_samples) == 8 and len(dm.val_samples) == 4
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (2, 3, 16, 16) and batch["label"].tolist() == [0, 0]
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
     train = next(iter(dm.train_dataloader()))
     assert train["image"].shape == (2, 3, 16, 16)
     bad = tmp_path / "val" / "dog" / "9.JPEG"
