@@ -135,7 +135,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.seed, self.num_workers = seed, int(num_workers)
         self.epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self.classes, self.train_samples = scan(self.root, "train")
-        _, self.val_samples = scan(self.root, "val", self.classes)
+        _, val = scan(self.root, "val", self.classes)
+        # A fixed shuffle: the folders list one class after another, and batches of one class would skew
+        # batch statistics (a supernet's validation normalises with them).
+        order = torch.randperm(len(val), generator=torch.Generator().manual_seed(0)).tolist()
+        self.val_samples = [val[i] for i in order]
         self.alternating: tuple[tuple[list[int], list[int]], tuple[int, int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:

@@ -105,11 +105,23 @@ class CellSearchLitModule(pl.LightningModule):
         )
 
     def _total_arch_steps(self) -> int:
-        w, a = int(self.search["weight_steps"]), int(self.search["arch_steps"])
         try:
-            return max(1, int(self.trainer.estimated_stepping_batches * a / (w + a)))
+            return max(1, int(self.trainer.estimated_stepping_batches * self._shares()[1]))
         except (RuntimeError, AttributeError):  # not attached to a trainer
             return 1
+
+    @property
+    def warming_up(self) -> bool:
+        """The first `warmup_epochs` epochs train only the weights (every batch a weight step): ops with
+        parameters start untrained, and logits updated against them favour the parameter-free ops."""
+        return self.current_epoch < int(self.search.get("warmup_epochs", 0))
+
+    def _shares(self) -> tuple[float, float]:
+        """The shares of all batches that are weight steps and architecture steps (warm-up included)."""
+        w, a = int(self.search["weight_steps"]), int(self.search["arch_steps"])
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warm = min(epochs, int(self.search.get("warmup_epochs", 0))) / epochs
+        return warm + (1 - warm) * w / (w + a), (1 - warm) * a / (w + a)
 
     def derived(self) -> dict[str, tuple]:
         """The genotypes the logits give now (with the collapse guard), plus the fixed ones."""
@@ -166,7 +178,8 @@ class CellSearchLitModule(pl.LightningModule):
         images = batch["image"]
         hw = tuple(images.shape[-2:])
         if self.phase == "branch":
-            with torch.no_grad():  # the frozen backbone: one forward serves every branch
+            self.net.backbone.eval()  # frozen, its BatchNorm statistics too (Lightning sets train mode)
+            with torch.no_grad():  # one forward serves every branch
                 levels = self.net.features(images, gates)
         else:
             levels = self.net.features(images, gates)
@@ -175,17 +188,13 @@ class CellSearchLitModule(pl.LightningModule):
         total = sum(self.loss_weights[t] * per_task[t] / self.loss_scales[t] for t in self.tasks)
         return total, per_task
 
-    def on_train_epoch_start(self) -> None:
-        if self.phase == "branch":
-            self.net.backbone.eval()  # frozen: its BatchNorm statistics too
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_w, opt_a = self.optimizers()
         opt_w.zero_grad()
         opt_a.zero_grad()
         bs = batch["image"].shape[0]
         sampled = self.arch.sample(self.tau)
-        if int(batch["subset"][0]) == 0:  # a weight step, on the first train subset
+        if int(batch["subset"][0]) == 0 or self.warming_up:  # a weight step (first train subset, or warm-up)
             total, per_task = self._losses(batch, self.gates({g: v.detach() for g, v in sampled.items()}))
             self.manual_backward(total)
             opt_w.step()
@@ -217,15 +226,21 @@ class CellSearchLitModule(pl.LightningModule):
 
     # -- validation: the arch the logits give now -----------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from mtnas.supernet.norms import batch_statistics
+
         arch_gates = self.gates(
             {g: self._one_hot(gen) for g, gen in self.derived().items() if g in self.arch.names}
         )
+        # Running statistics mix every sampled arch (the frozen backbone's were re-estimated for its genotype).
+        with batch_statistics(self.net.branches if self.phase == "branch" else self.net):
+            if self.phase == "presearch":
+                logits = self.net(batch["image"], arch_gates)
+            else:
+                preds = self.net(batch["image"], gates=arch_gates)
         if self.phase == "presearch":
-            logits = self.net(batch["image"], arch_gates)
             correct = (logits.argmax(1) == batch["label"]).float().sum()
             self.log("val/classes/top1", correct / batch["label"].numel(), batch_size=batch["label"].numel())
             return
-        preds = self.net(batch["image"], gates=arch_gates)
         for t in self.tasks:
             self.val_metrics[t].update(preds[t] if isinstance(preds[t], dict) else preds[t].float(), batch[t])
 
@@ -247,9 +262,8 @@ class CellSearchLitModule(pl.LightningModule):
         self.log_dict(flat)
 
     def configure_optimizers(self):
-        w, a = int(self.search["weight_steps"]), int(self.search["arch_steps"])
         params = [p for n, p in self.named_parameters() if not n.startswith("arch.") and p.requires_grad]
-        weights = build_optimizer(self, self.hparams.optim, params, w / (w + a))
+        weights = build_optimizer(self, self.hparams.optim, params, self._shares()[0])
         arch = torch.optim.Adam(
             self.arch.parameters(),
             lr=float(self.search["arch_lr"]),

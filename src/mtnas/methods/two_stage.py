@@ -111,6 +111,7 @@ class TwoStageMethod(SearchMethod):
             )
         self.branch = dict(branch)
         optional_positive_int("method.branch.max_epochs", self.branch.get("max_epochs"))
+        positive_int("method.branch.bn_batches", self.branch.get("bn_batches", 0), minimum=0)
         self.backbone = dict(backbone)
         optional_positive_int("method.backbone.max_epochs", self.backbone.get("max_epochs"))
         one_of("method.backbone.balance", self.backbone.get("balance", "branch_loss"), BALANCING)
@@ -153,6 +154,7 @@ class TwoStageMethod(SearchMethod):
             )
         positive_int("method.gdas.weight_steps", g.get("weight_steps"))
         positive_int("method.gdas.arch_steps", g.get("arch_steps"))
+        positive_int("method.gdas.warmup_epochs", g.get("warmup_epochs", 0), minimum=0)
         _positive_number("method.gdas.arch_lr", g.get("arch_lr"))
         non_negative_number("method.gdas.arch_weight_decay", g.get("arch_weight_decay"))
         non_negative_number("method.gdas.budget_weight", g.get("budget_weight"))
@@ -368,6 +370,7 @@ class TwoStageMethod(SearchMethod):
         module = self.lit_module(run, "branch", fixed=backbone)
         if fresh:
             module.net.backbone.load_state_dict(pre.net.backbone.state_dict())
+            self.recalibrate_backbone(run, module)
             self.announce_saving(
                 run, CellArch.from_groups({**self.hard_sharing_arch(run, None).groups(), **backbone})
             )
@@ -386,6 +389,22 @@ class TwoStageMethod(SearchMethod):
                         sort_keys=False,
                     )
                     run.write_text(unit.dir / t / "genotype.yaml", text)
+
+    def recalibrate_backbone(self, run: Run, module) -> None:
+        """The frozen backbone's BatchNorm statistics re-estimated for its genotype on `branch.bn_batches` train
+        batches of this run's data: the pre-search kept statistics of every arch it sampled, on other images."""
+        from mtnas.supernet.norms import recalibrate_batchnorm
+
+        count = int(self.branch.get("bn_batches", 0))
+        if not count:
+            return
+        gates = module.gates({})
+        train = run.dm.plain_train_dataloader()
+        images = [b["image"] for _, b in zip(range(count), train, strict=False)]
+        backbone = module.net.backbone
+        recalibrate_batchnorm(
+            backbone, lambda x: backbone(x, {k: gates[k] for k in ("normal", "reduce")}), images
+        )
 
     def announce_saving(self, run: Run, arch: CellArch) -> None:
         """What sharing the frozen backbone's forward among the branches saves, per training image."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -27,3 +28,21 @@ def recalibrate_batchnorm(
     for m, (momentum, training) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.train(training)
+
+
+@contextmanager
+def batch_statistics(net: nn.Module) -> Iterator[None]:
+    """Inside: every BatchNorm of `net` normalises with the current batch's statistics and leaves its running
+    statistics as they are. A supernet's running statistics mix every arch it sampled; judging one arch with
+    them during training (its validation) would judge the mixture instead."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
+        m.train()
+    try:
+        yield
+    finally:
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
