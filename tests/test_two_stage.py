@@ -195,7 +195,9 @@ def test_the_image_folder_reader_reads_the_layout_and_names_a_bad_file(tmp_path)
     batch = batches[0]
     assert batch["image"].shape == (2, 3, 16, 16)
     for b in batches:  # dog images are white, cat images dark: each image kept its own label
-        assert all((img.mean() > 0.5) == bool(label) for img, label in zip(b["image"], b["label"], strict=True))
+        assert all(
+            (img.mean() > 0.5) == bool(label) for img, label in zip(b["image"], b["label"], strict=True)
+        )
     assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
     train = next(iter(dm.train_dataloader()))
     assert train["image"].shape == (2, 3, 16, 16)
@@ -254,3 +256,43 @@ def test_a_budget_no_composite_arch_meets_is_refused_before_training(tmp_path, c
     method = validate(cfg)
     method.check(Run(cfg, method), ("baselines", *method.stages))
     assert method.stages == ("presearch", "branch", "backbone", "search", "retrain", "reference")
+
+
+def test_the_budget_penalty_steers_the_logits_to_cheaper_cells():
+    """Under `budget.params_max`, architecture steps on the expected-cost penalty alone lower the expected
+    params of the derived arch and the params of the arch the logits derive."""
+    from mtnas.lit.cells import CellSearchLitModule
+
+    genotype = [[["sep_conv_3x3", 0], ["sep_conv_3x3", 1]]] * LAYOUT.nodes
+    module = CellSearchLitModule(
+        cell_search="backbone",
+        tasks=["semseg", "depth"],
+        available_tasks=TASKS,
+        network=vars(LAYOUT),
+        ops=list(OPS[1:]),
+        search={"tau_max": 5.0, "tau_min": 0.1, "weight_steps": 1, "arch_steps": 1},
+        optim={"lr": 1e-3},
+        loss={},
+        image_size=(32, 32),
+        fixed={"branch/semseg": genotype, "branch/depth": genotype},
+        budget={"params": 1000.0},
+    )
+    size = (32, 32)
+    net = module.net
+    space = CellSpace(("depth", "semseg"), OPS[1:], LAYOUT.nodes)
+    low, high = net.cost(space.smallest(), size)["params"], net.cost(space.largest(), size)["params"]
+    with torch.no_grad():  # logits that start out preferring the costliest op
+        for name in module.arch.names:
+            module.arch.table(name)[:, list(OPS[1:]).index("sep_conv_5x5")] = 1.0
+    assert module.derived_arch().normal == space.largest().normal
+    before = float(module.expected_cost("params", size))
+    params_before = net.cost(module.derived_arch(), size)["params"]
+    assert low < before < high
+    opt = torch.optim.Adam(module.arch.parameters(), lr=0.1)
+    for _ in range(30):
+        opt.zero_grad()
+        module.budget_penalty(size).backward()
+        opt.step()
+    after = float(module.expected_cost("params", size))
+    assert after < before - 0.2 * (before - low)
+    assert net.cost(module.derived_arch(), size)["params"] < params_before

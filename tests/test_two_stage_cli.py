@@ -74,6 +74,7 @@ def test_mtnas_end_to_end_a_killed_branch_stage_resumes_to_the_same_arch(tmp_pat
         assert (whole / f).exists(), f
     split = json.loads((whole / "branch/split.json").read_text())
     assert not set(split["weights"]) & set(split["arch"]) and len(split["weights"] + split["arch"]) == 32
+    assert json.loads((whole / "backbone/split.json").read_text()) == split  # the same held-out half
     results = json.loads((whole / "results.json").read_text())
     assert results["method"] == "two_stage" and set(results["models"]) == {"multitask", "hard_sharing"}
     assert {"map_50", "miou"} <= set(results["models"]["multitask"]["test"]["detection"]) | set(
@@ -108,6 +109,17 @@ def test_mtnas_end_to_end_a_killed_branch_stage_resumes_to_the_same_arch(tmp_pat
     assert res.returncode == 0, res.stderr[-3000:]
     assert "branch: resuming from" in res.stdout + res.stderr
     assert outcome(killed) == outcome(whole)
+
+    # The presearch and backbone stages resume from their last.ckpt too (here after their last epoch: the
+    # checkpoint is taken up, the stage finishes without training again, the rest of the run is unchanged).
+    for stage in ("presearch", "backbone"):
+        (whole / stage / "fit.json").unlink()
+    before = outcome(whole)
+    res = run_cli([*RUN, f"hydra.run.dir={whole}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "presearch: resuming from" in log and "backbone: resuming from" in log
+    assert "branch: already trained" in log and outcome(whole) == before
 
     # Export: the searched arch with the backbone stage's weights, and the retrained net as ONNX.
     from mtnas.export.cli import main as export_main

@@ -292,13 +292,16 @@ class TwoStageMethod(SearchMethod):
         return self._modules[stage]
 
     def split(self, run: Run, dm, folder: Path) -> dict[str, Any]:
-        """The two train subsets of the alternating steps, drawn once and kept in `folder/split.json`."""
+        """The two train subsets of the alternating steps, kept in `folder/split.json`. Drawn from the seed and
+        the data alone: the branch and backbone stages hold out the same half of the run's train split (and
+        every DDP process draws the same)."""
         from mtnas.utils.io import read_json
 
         path = folder / "split.json"
         if path.exists():
             return read_json(path)
-        weights, arch = dm.split_train(float(self.gdas["split"]), unit_seed(run.seed, "split", folder.name))
+        data = "multitask" if dm is run.dm else "classification"
+        weights, arch = dm.split_train(float(self.gdas["split"]), unit_seed(run.seed, "split", data))
         split = {"fraction": float(self.gdas["split"]), "weights": weights, "arch": arch}
         run.write_json(path, split)
         return split
@@ -429,8 +432,6 @@ class TwoStageMethod(SearchMethod):
         )
 
     def run_backbone(self, run: Run) -> None:
-        from mtnas.utils.io import read_json
-
         if self.reuses_backbone(run):
             run.announce(f"backbone: using {self.supernet_ckpt}, not training one here")
             return
@@ -456,14 +457,6 @@ class TwoStageMethod(SearchMethod):
                     "backbone: task losses divided by their branch-stage losses "
                     + ", ".join(f"{t} {s:.3g}" for t, s in scales.items())
                 )
-        # The branch stage's train subsets again: the backbone's arch steps see the same held-out half.
-        (unit.dir).mkdir(parents=True, exist_ok=True)
-        if (
-            run.is_writer
-            and not (unit.dir / "split.json").exists()
-            and (run.out / "branch" / "split.json").exists()
-        ):
-            run.write_json(unit.dir / "split.json", read_json(run.out / "branch" / "split.json"))
         self.fit_alternating(run, unit, module, self.backbone.get("max_epochs"))
 
     def train_reference(self, run: Run) -> None:
