@@ -284,6 +284,16 @@ def test_hypervolume_knee_and_selection():
         for i, (p, d) in enumerate([(1, 0.0), (2, 1.0), (3, 5.0)])
     ]
     assert knee(convex, "params")["arch"]["i"] == 2
+    # frugal: the cheapest within `tolerance` points of the best Δm (here −16.2 at 0.39 M).
+    scored = [
+        {"arch": {"i": i}, "cost": {"params": p}, "delta_m": d}
+        for i, (p, d) in enumerate(
+            [(0.39, -16.2), (0.238, -16.49), (0.246, -16.61), (0.18, -17.37), (0.24, -16.49)]
+        )
+    ]
+    assert select(scored, "frugal", ["params"], tolerance=0.5)["arch"]["i"] == 1
+    assert select(scored, "frugal", ["params"], tolerance=1.5)["arch"]["i"] == 3
+    assert select(scored, "frugal", ["params"], tolerance=0.0)["arch"]["i"] == 0
 
 
 def test_a_torn_last_line_is_skipped_reported_and_cut_before_the_next_append(tmp_path, caplog):

@@ -68,6 +68,7 @@ class OneShotMethod(SearchMethod):
         self.budget = Budget.from_config(budget)
         self.strategy: Strategy = instantiate_spec(search, "search", lenient=True)
         self.objectives, self.select_rule = self.strategy.objectives, self.strategy.select
+        self.select_tolerance = self.strategy.tolerance
         self.search_name = self.strategy.name
         self.supernet = dict(supernet)
         self.retrain = dict(retrain)
@@ -310,7 +311,7 @@ class OneShotMethod(SearchMethod):
         records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
         if not records:
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
-        best = select(records, self.select_rule, self.objectives)
+        best = select(records, self.select_rule, self.objectives, self.select_tolerance)
         rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
         self.write_choice(run, log, records, best, f"{name} search{rule}")
         arch = self._searched

@@ -33,6 +33,7 @@ class SearchMethod(Method):
     space: Any
     objectives: tuple[str, ...] = ("params",)
     select_rule: str = "best"
+    select_tolerance: float = 0.5  # select_rule "frugal": points of val Δm
     search_name: str = "search"
     retrain: dict[str, Any]
     arch_file: Path | None = None  # `arch=`: an arch file to retrain

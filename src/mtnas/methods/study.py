@@ -149,7 +149,11 @@ class Study:
                 RandomSearch(num_candidates=n).run(problem)
             in_budget = [r for r in random_log.records.values() if method.budget.satisfied(r["cost"])]
             if in_budget:
-                add("random", "best random", select(in_budget, "best", ["params"]))
+                add(  # chosen by the search's own rule: the comparison is of the strategies, not the rules
+                    "random",
+                    "best random",
+                    select(in_budget, method.select_rule, method.objectives, method.select_tolerance),
+                )
         for i, record in enumerate(spread_by_cost(records, self.settings.archs)):
             add(f"spread-{i}", "spread", record)
         front = sorted(pareto_front(records, "params"), key=lambda r: -r["delta_m"])

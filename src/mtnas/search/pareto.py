@@ -106,9 +106,17 @@ def knee(front: Sequence[Mapping[str, Any]], cost_key: str) -> Mapping[str, Any]
     return front[int(np.argmax(above))]
 
 
-def select(records: Sequence[Mapping[str, Any]], rule: str, objectives: Sequence[str]) -> Mapping[str, Any]:
-    """The chosen record among `records` (all within the budget): `best` Δm, or the `knee` of the
-    Δm-vs-`objectives[0]` front."""
+def select(
+    records: Sequence[Mapping[str, Any]], rule: str, objectives: Sequence[str], tolerance: float = 0.5
+) -> Mapping[str, Any]:
+    """The chosen record among `records` (all within the budget): `best` Δm; the `knee` of the
+    Δm-vs-`objectives[0]` front; or `frugal`: the cheapest in `objectives[0]` among those within `tolerance`
+    points of the best Δm (inherited scores differ by noise at that scale, so a larger arch scored a few
+    tenths higher is not better — and retrains no better)."""
     if rule == "knee":
         return knee(pareto_front(records, objectives[0]), objectives[0])
-    return max(records, key=lambda r: r["delta_m"])
+    best = max(records, key=lambda r: r["delta_m"])
+    if rule == "frugal":
+        close = [r for r in records if r["delta_m"] >= best["delta_m"] - tolerance]
+        return min(close, key=lambda r: (r["cost"][objectives[0]], -r["delta_m"]))
+    return best

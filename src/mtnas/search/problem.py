@@ -23,7 +23,7 @@ from mtnas.search.budget import COST_KEYS, Budget, sample_within
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.utils.checks import optional_positive_int
 
-SELECTION_RULES = ("best", "knee")
+SELECTION_RULES = ("best", "knee", "frugal")
 
 
 @dataclass
@@ -90,9 +90,19 @@ class Strategy(ABC):
     val_batches: int | None = None
     objectives: Sequence[str] = ("params",)
     select: str = "best"
+    tolerance: float = 0.5  # select=frugal: points of val Δm within which the cheapest arch is taken
 
     def __post_init__(self):
         self.val_batches = optional_positive_int("search.val_batches", self.val_batches)
+        if (
+            isinstance(self.tolerance, bool)
+            or not isinstance(self.tolerance, int | float)
+            or self.tolerance < 0
+        ):
+            raise ConfigError(
+                "search.tolerance", f"got {self.tolerance!r}; expected a number ≥ 0 (points of Δm)."
+            )
+        self.tolerance = float(self.tolerance)
         objectives = list(self.objectives) if isinstance(self.objectives, Sequence) else None
         if (
             objectives is None
