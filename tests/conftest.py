@@ -60,6 +60,26 @@ def run_cli(
     )
 
 
+def kill_once_written(args: list[str], cwd: Path, cache: Path, path: Path, timeout: float = 300) -> None:
+    """Start `mtnas ARGS` and SIGKILL it as soon as `path` exists (a hard kill, as a crash or an OOM killer)."""
+    import signal
+    import time
+
+    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache), "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mtnas"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def dataset_run_args(
     experiment: str, root: Path, tasks: list[str], run_dir: Path, size=(32, 64)
 ) -> list[str]:

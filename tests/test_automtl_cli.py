@@ -4,18 +4,13 @@ same arch, a hand-edited arch retrained in another folder, and the export of a d
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from .conftest import TINY, assert_onnx_matches, run_cli
+from .conftest import TINY, assert_onnx_matches, kill_once_written, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -99,19 +94,7 @@ def test_automtl_end_to_end_a_killed_policy_resumes_to_the_same_arch(tmp_path, c
 
     for done in ("baselines", "pretrain"):
         shutil.copytree(whole / done, killed / done)
-    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mtnas"), *RUN, f"hydra.run.dir={killed}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (killed / "policy/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir, killed / "policy/last.ckpt")
     assert not (killed / "policy/fit.json").exists()
     res = run_cli([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -134,12 +134,12 @@ def test_extracted_subnets_equal_the_supernet_and_cost_is_exact(supernet):
     assert small["params"] < large["params"] and small["flops"] < large["flops"]
 
 
-def test_the_branch_stage_runs_the_frozen_backbone_once_per_batch_for_every_branch():
+def cell_search_module(phase: str, fixed: dict, **kwargs):
+    """A search stage's module on semseg + depth with the tiny layout, all ops but `none`."""
     from mtnas.lit.cells import CellSearchLitModule
 
-    genotype = [[["sep_conv_3x3", 0], ["skip_connect", 1]]] * LAYOUT.nodes
-    module = CellSearchLitModule(
-        cell_search="branch",
+    return CellSearchLitModule(
+        cell_search=phase,
         tasks=["semseg", "depth"],
         available_tasks=TASKS,
         network=vars(LAYOUT),
@@ -148,8 +148,14 @@ def test_the_branch_stage_runs_the_frozen_backbone_once_per_batch_for_every_bran
         optim={"lr": 1e-3},
         loss={},
         image_size=(32, 32),
-        fixed={"normal": genotype, "reduce": genotype},
+        fixed=fixed,
+        **kwargs,
     )
+
+
+def test_the_branch_stage_runs_the_frozen_backbone_once_per_batch_for_every_branch():
+    genotype = [[["sep_conv_3x3", 0], ["skip_connect", 1]]] * LAYOUT.nodes
+    module = cell_search_module("branch", {"normal": genotype, "reduce": genotype})
     calls = []
     module.net.backbone.register_forward_hook(lambda *a: calls.append(1))
     heads = {t: [] for t in ("semseg", "depth")}
@@ -261,21 +267,9 @@ def test_a_budget_no_composite_arch_meets_is_refused_before_training(tmp_path, c
 def test_the_budget_penalty_steers_the_logits_to_cheaper_cells():
     """Under `budget.params_max`, architecture steps on the expected-cost penalty alone lower the expected
     params of the derived arch and the params of the arch the logits derive."""
-    from mtnas.lit.cells import CellSearchLitModule
-
     genotype = [[["sep_conv_3x3", 0], ["sep_conv_3x3", 1]]] * LAYOUT.nodes
-    module = CellSearchLitModule(
-        cell_search="backbone",
-        tasks=["semseg", "depth"],
-        available_tasks=TASKS,
-        network=vars(LAYOUT),
-        ops=list(OPS[1:]),
-        search={"tau_max": 5.0, "tau_min": 0.1, "weight_steps": 1, "arch_steps": 1},
-        optim={"lr": 1e-3},
-        loss={},
-        image_size=(32, 32),
-        fixed={"branch/semseg": genotype, "branch/depth": genotype},
-        budget={"params": 1000.0},
+    module = cell_search_module(
+        "backbone", {"branch/semseg": genotype, "branch/depth": genotype}, budget={"params": 1000.0}
     )
     size = (32, 32)
     net = module.net

@@ -10,11 +10,9 @@ Rows (ratios measured in one run, to the plain step):
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
+from bench_policy import _median  # warm-up runs, then the median
 
 from mtnas.nn.cells import OPS
 from mtnas.search.cost import count_params
@@ -27,16 +25,6 @@ AVAILABLE = {
     "semseg": {"type": "semseg", "num_classes": 7},
     "detection": {"type": "detection", "num_classes": 4},
 }
-
-
-def _median(fn, repeats: int) -> float:
-    times = []
-    for i in range(repeats + 2):
-        t = time.perf_counter()
-        fn()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _batch(b: int, size) -> dict:

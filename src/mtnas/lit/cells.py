@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import build_optimizer, loss_targets
+from mtnas.lit.multitask import build_optimizer, loss_targets, with_second_optimizer
 from mtnas.metrics import delta_m
 from mtnas.search.gdas import ArchitectureLogits, tau_at
 from mtnas.space.cells import CellArch, derive_genotype
@@ -270,6 +270,4 @@ class CellSearchLitModule(pl.LightningModule):
             betas=(0.5, 0.999),
             weight_decay=float(self.search["arch_weight_decay"]),
         )
-        if isinstance(weights, dict):
-            return [weights["optimizer"], arch], [weights["lr_scheduler"]]
-        return [weights, arch]
+        return with_second_optimizer(weights, arch)

@@ -149,6 +149,14 @@ def build_optimizer(
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def with_second_optimizer(weights, second: torch.optim.Optimizer):
+    """`configure_optimizers`' value for the weights' optimizer as `build_optimizer` returns it (with or without
+    its per-step schedule) plus a second, unscheduled optimizer (a policy's or architecture's logits)."""
+    if isinstance(weights, dict):
+        return [weights["optimizer"], second], [weights["lr_scheduler"]]
+    return [weights, second]
+
+
 def warmup_poly(step: int, warmup: int, total: int, power: float = 0.9) -> float:
     """LR factor: linear warm-up over `warmup` steps (none if 0), then (1 − step/total)^power."""
     if step < warmup:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss
+from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss, with_second_optimizer
 from mtnas.metrics import delta_m
 from mtnas.space.policy import OPTIONS, option_counts
 from mtnas.supernet.policy import PolicySupernet
@@ -172,6 +172,4 @@ class PolicyLitModule(pl.LightningModule):
             lr=float(self.policy["lr"]),
             weight_decay=float(self.policy["weight_decay"]),
         )
-        if isinstance(weights, dict):
-            return [weights["optimizer"], policy], [weights["lr_scheduler"]]
-        return [weights, policy]
+        return with_second_optimizer(weights, policy)

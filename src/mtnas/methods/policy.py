@@ -20,43 +20,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError, MtnasError
-from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
+from mtnas.methods.searching import (
+    SearchMethod,
+    checked_derive,
+    checked_objectives,
+    checked_retrain,
+    input_files,
+    refuse_clipping_and_accumulation,
+)
 from mtnas.methods.study import Study, StudySettings
 from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog
 from mtnas.space.policy import OPTIONS, PolicyArch, PolicySpace, option_counts
-from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
+from mtnas.utils.checks import (
+    non_negative_number,
+    one_of,
+    open_fraction,
+    optional_positive_int,
+    positive_int,
+    positive_number,
+)
 from mtnas.utils.specs import as_dict
 
 if TYPE_CHECKING:
     from mtnas.run import Run
 
 SAMPLINGS = ("hard", "soft")
-PICKS = ("best", "argmax")
 STATIC_MODEL = "mtnas.nn.multitask.build_multitask_net"
-
-
-def _positive_number(key: str, value: Any, upper: float | None = None) -> float:
-    number = non_negative_number(key, value)
-    if number == 0 or (upper is not None and number > upper):
-        bound = f" and ≤ {upper:g}" if upper is not None else ""
-        raise ConfigError(key, f"got {value!r}; expected a number > 0{bound}.")
-    return number
-
-
-def _objectives(value: Any) -> tuple[str, ...]:
-    from mtnas.search.budget import COST_KEYS
-
-    items = list(value) if isinstance(value, list | tuple) else None
-    if not items or any(o not in COST_KEYS for o in items) or len(set(items)) != len(items):
-        raise ConfigError(
-            "search.objectives",
-            f"got {value!r}; expected a non-empty list of distinct costs from {list(COST_KEYS)} (the costs "
-            "traded against Δm in the reported front), e.g. search.objectives=[params,flops].",
-        )
-    return tuple(items)
 
 
 class PolicyMethod(SearchMethod):
@@ -107,21 +99,11 @@ class PolicyMethod(SearchMethod):
         self.policy = self._check_policy(dict(policy))
         self.pretrain = dict(pretrain)
         optional_positive_int("method.pretrain.max_epochs", self.pretrain.get("max_epochs"))
-        self.derive = dict(derive)
-        positive_int("method.derive.samples", self.derive.get("samples", 0), minimum=0)
-        one_of("method.derive.pick", self.derive.get("pick", "argmax"), PICKS)
-        optional_positive_int("method.derive.val_batches", self.derive.get("val_batches"))
-        positive_int("method.derive.bn_batches", self.derive.get("bn_batches", 0), minimum=0)
-        self.retrain = dict(retrain)
-        one_of("method.retrain.init", self.retrain.get("init"), RETRAIN_INITS)
-        optional_positive_int("method.retrain.max_epochs", self.retrain.get("max_epochs"))
+        self.derive = checked_derive(derive)
+        self.retrain = checked_retrain(retrain)
         self.budget = Budget.from_config(budget)
-        self.objectives = _objectives(objectives)
-        for key, value in (("arch", arch), ("supernet_ckpt", supernet_ckpt)):
-            if value is not None and not Path(str(value)).expanduser().is_file():
-                raise ConfigError(key, f"file {value} does not exist.")
-        self.arch_file = Path(str(arch)).expanduser() if arch is not None else None
-        self.supernet_ckpt = Path(str(supernet_ckpt)).expanduser() if supernet_ckpt is not None else None
+        self.objectives = checked_objectives(objectives)
+        self.arch_file, self.supernet_ckpt = input_files(arch, supernet_ckpt)
         if self.supernet_ckpt is not None and not zipfile.is_zipfile(self.supernet_ckpt):
             raise ConfigError(
                 "supernet_ckpt",
@@ -145,20 +127,16 @@ class PolicyMethod(SearchMethod):
             )
         p["options"] = [o for o in OPTIONS if o in options]
         one_of("method.policy.sampling", p.get("sampling"), SAMPLINGS)
-        _positive_number("method.policy.tau", p.get("tau"))
-        _positive_number("method.policy.tau_decay", p.get("tau_decay"), upper=1.0)
+        positive_number("method.policy.tau", p.get("tau"))
+        positive_number("method.policy.tau_decay", p.get("tau_decay"), upper=1.0)
         positive_int("method.policy.weight_steps", p.get("weight_steps"))
         positive_int("method.policy.policy_steps", p.get("policy_steps"))
-        _positive_number("method.policy.lr", p.get("lr"))
+        positive_number("method.policy.lr", p.get("lr"))
         non_negative_number("method.policy.weight_decay", p.get("weight_decay"))
         non_negative_number("method.policy.share_weight", p.get("share_weight"))
-        _positive_number("method.policy.reg_slope", p.get("reg_slope"))
+        positive_number("method.policy.reg_slope", p.get("reg_slope"))
         non_negative_number("method.policy.budget_weight", p.get("budget_weight"))
-        fraction = p.get("split")
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-            raise ConfigError(
-                "method.policy.split", f"got {fraction!r}; expected a fraction strictly between 0 and 1."
-            )
+        open_fraction("method.policy.split", p.get("split"))
         optional_positive_int("method.policy.max_epochs", p.get("max_epochs"))
         if not isinstance(p.get("task_bn", False), bool):
             raise ConfigError("method.policy.task_bn", f"got {p['task_bn']!r}; expected true or false.")
@@ -190,18 +168,7 @@ class PolicyMethod(SearchMethod):
                 f"method={self.name} searches the blocks of model.backbone.name={self.model['backbone']['name']}; "
                 "the recipe's ViT `space` is not used"
             )
-        trainer = run.cfg.trainer
-        if trainer.get("gradient_clip_val") or int(trainer.get("accumulate_grad_batches") or 1) != 1:
-            key = (
-                "trainer.gradient_clip_val"
-                if trainer.get("gradient_clip_val")
-                else "trainer.accumulate_grad_batches"
-            )
-            raise ConfigError(
-                key,
-                f"method={self.name} steps its two optimizers (weights, policy) itself, which Lightning's gradient "
-                "clipping and accumulation do not support: leave them unset.",
-            )
+        refuse_clipping_and_accumulation(run, self.name, "weights, policy")
         spec = {**self.model, "backbone": {**self.model["backbone"], "checkpoint": None}}
         self.layout, self.costs = layout_and_costs(
             spec, run.task_objs, run.image_size, bool(self.policy.get("task_bn", False))

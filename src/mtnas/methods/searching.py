@@ -15,17 +15,76 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mtnas.errors import ConfigError
 from mtnas.methods.base import Method
 from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Problem
 from mtnas.tasks import image_level
+from mtnas.utils.checks import one_of, optional_positive_int, positive_int
 
 if TYPE_CHECKING:
     from mtnas.run import Run, Unit
 
 RETRAIN_INITS = ("inherited", "scratch")
+DERIVE_PICKS = ("argmax", "best")
 COST_FRONTS = ("params", "flops", "latency_ms")  # search/pareto.json: Δm against each cost that was measured
+
+
+def checked_objectives(value: Any) -> tuple[str, ...]:
+    """`search.objectives`: the costs traded against Δm in the reported front."""
+    from mtnas.search.budget import COST_KEYS
+
+    items = list(value) if isinstance(value, list | tuple) else None
+    if not items or any(o not in COST_KEYS for o in items) or len(set(items)) != len(items):
+        raise ConfigError(
+            "search.objectives",
+            f"got {value!r}; expected a non-empty list of distinct costs from {list(COST_KEYS)} (the costs "
+            "traded against Δm in the reported front), e.g. search.objectives=[params,flops].",
+        )
+    return tuple(items)
+
+
+def checked_derive(derive: Mapping[str, Any]) -> dict[str, Any]:
+    """`method.derive` of a method that derives archs from learnt logits and scores samples of them."""
+    derive = dict(derive)
+    positive_int("method.derive.samples", derive.get("samples", 0), minimum=0)
+    one_of("method.derive.pick", derive.get("pick", "argmax"), DERIVE_PICKS)
+    optional_positive_int("method.derive.val_batches", derive.get("val_batches"))
+    positive_int("method.derive.bn_batches", derive.get("bn_batches", 0), minimum=0)
+    return derive
+
+
+def checked_retrain(retrain: Mapping[str, Any]) -> dict[str, Any]:
+    retrain = dict(retrain)
+    one_of("method.retrain.init", retrain.get("init"), RETRAIN_INITS)
+    optional_positive_int("method.retrain.max_epochs", retrain.get("max_epochs"))
+    return retrain
+
+
+def input_files(arch: str | None, supernet_ckpt: str | None) -> tuple[Path | None, Path | None]:
+    """`arch=` and `supernet_ckpt=` as paths, each an existing file when given."""
+    for key, value in (("arch", arch), ("supernet_ckpt", supernet_ckpt)):
+        if value is not None and not Path(str(value)).expanduser().is_file():
+            raise ConfigError(key, f"file {value} does not exist.")
+    return tuple(Path(str(v)).expanduser() if v is not None else None for v in (arch, supernet_ckpt))  # type: ignore[return-value]
+
+
+def refuse_clipping_and_accumulation(run: Run, method: str, optimizers: str) -> None:
+    """A method that steps two optimizers itself (manual optimisation) cannot use Lightning's gradient
+    clipping or accumulation: refuse them before any work."""
+    trainer = run.cfg.trainer
+    if trainer.get("gradient_clip_val") or int(trainer.get("accumulate_grad_batches") or 1) != 1:
+        key = (
+            "trainer.gradient_clip_val"
+            if trainer.get("gradient_clip_val")
+            else "trainer.accumulate_grad_batches"
+        )
+        raise ConfigError(
+            key,
+            f"method={method} steps its two optimizers ({optimizers}) itself, which Lightning's gradient "
+            "clipping and accumulation do not support: leave them unset.",
+        )
 
 
 class SearchMethod(Method):

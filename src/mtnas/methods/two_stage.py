@@ -26,8 +26,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mtnas.errors import ConfigError, MtnasError
-from mtnas.methods.policy import _objectives, _positive_number
-from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
+from mtnas.methods.searching import (
+    SearchMethod,
+    checked_derive,
+    checked_objectives,
+    checked_retrain,
+    input_files,
+    refuse_clipping_and_accumulation,
+)
 from mtnas.methods.study import Study, StudySettings
 from mtnas.nn.cells import OPS
 from mtnas.run import Unit, unit_seed
@@ -36,14 +42,20 @@ from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog
 from mtnas.space.cells import CellArch, CellSpace, count_op, derive_genotype
 from mtnas.supernet.cells import CellLayout, cell_net_spec
-from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
+from mtnas.utils.checks import (
+    non_negative_number,
+    one_of,
+    open_fraction,
+    optional_positive_int,
+    positive_int,
+    positive_number,
+)
 from mtnas.utils.specs import as_dict
 
 if TYPE_CHECKING:
     from mtnas.run import Run
 
 BALANCING = ("branch_loss", "none")
-PICKS = ("argmax", "best")
 
 
 class TwoStageMethod(SearchMethod):
@@ -115,16 +127,10 @@ class TwoStageMethod(SearchMethod):
         self.backbone = dict(backbone)
         optional_positive_int("method.backbone.max_epochs", self.backbone.get("max_epochs"))
         one_of("method.backbone.balance", self.backbone.get("balance", "branch_loss"), BALANCING)
-        self.derive = dict(derive)
-        positive_int("method.derive.samples", self.derive.get("samples", 0), minimum=0)
-        one_of("method.derive.pick", self.derive.get("pick", "argmax"), PICKS)
-        optional_positive_int("method.derive.val_batches", self.derive.get("val_batches"))
-        positive_int("method.derive.bn_batches", self.derive.get("bn_batches", 0), minimum=0)
-        self.retrain = dict(retrain)
-        one_of("method.retrain.init", self.retrain.get("init"), RETRAIN_INITS)
-        optional_positive_int("method.retrain.max_epochs", self.retrain.get("max_epochs"))
+        self.derive = checked_derive(derive)
+        self.retrain = checked_retrain(retrain)
         self.budget = Budget.from_config(budget)
-        self.objectives = _objectives(objectives)
+        self.objectives = checked_objectives(objectives)
         self.loss = dict(loss)
         if self.loss.get("weighting", "fixed") != "fixed":
             raise ConfigError(
@@ -136,18 +142,14 @@ class TwoStageMethod(SearchMethod):
             self.stages = (*self.stages, "reference")
         self.space_note = space is not None
         self.study_settings = StudySettings.from_config(study)
-        for key, value in (("arch", arch), ("supernet_ckpt", supernet_ckpt)):
-            if value is not None and not Path(str(value)).expanduser().is_file():
-                raise ConfigError(key, f"file {value} does not exist.")
-        self.arch_file = Path(str(arch)).expanduser() if arch is not None else None
-        self.supernet_ckpt = Path(str(supernet_ckpt)).expanduser() if supernet_ckpt is not None else None
+        self.arch_file, self.supernet_ckpt = input_files(arch, supernet_ckpt)
         self._cost_net = None
         self._modules: dict[str, Any] = {}
 
     @staticmethod
     def _check_gdas(g: dict[str, Any]) -> dict[str, Any]:
-        _positive_number("method.gdas.tau_max", g.get("tau_max"))
-        _positive_number("method.gdas.tau_min", g.get("tau_min"))
+        positive_number("method.gdas.tau_max", g.get("tau_max"))
+        positive_number("method.gdas.tau_min", g.get("tau_min"))
         if float(g["tau_min"]) > float(g["tau_max"]):
             raise ConfigError(
                 "method.gdas.tau_min", f"{g['tau_min']} is above method.gdas.tau_max={g['tau_max']}."
@@ -155,16 +157,12 @@ class TwoStageMethod(SearchMethod):
         positive_int("method.gdas.weight_steps", g.get("weight_steps"))
         positive_int("method.gdas.arch_steps", g.get("arch_steps"))
         positive_int("method.gdas.warmup_epochs", g.get("warmup_epochs", 0), minimum=0)
-        _positive_number("method.gdas.arch_lr", g.get("arch_lr"))
+        positive_number("method.gdas.arch_lr", g.get("arch_lr"))
         non_negative_number("method.gdas.arch_weight_decay", g.get("arch_weight_decay"))
         non_negative_number("method.gdas.budget_weight", g.get("budget_weight"))
         if g.get("max_skip") is not None:
             positive_int("method.gdas.max_skip", g["max_skip"], minimum=0)
-        fraction = g.get("split")
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-            raise ConfigError(
-                "method.gdas.split", f"got {fraction!r}; expected a fraction strictly between 0 and 1."
-            )
+        open_fraction("method.gdas.split", g.get("split"))
         return g
 
     # -- run folder and checks --------------------------------------------------------------------------
@@ -185,18 +183,7 @@ class TwoStageMethod(SearchMethod):
             run.announce(
                 f"method={self.name} searches DARTS cells (method.ops); the recipe's ViT `space` is not used"
             )
-        trainer = run.cfg.trainer
-        if trainer.get("gradient_clip_val") or int(trainer.get("accumulate_grad_batches") or 1) != 1:
-            key = (
-                "trainer.gradient_clip_val"
-                if trainer.get("gradient_clip_val")
-                else "trainer.accumulate_grad_batches"
-            )
-            raise ConfigError(
-                key,
-                f"method={self.name} steps its two optimizers (weights, architecture) itself, which Lightning's "
-                "gradient clipping and accumulation do not support: leave them unset.",
-            )
+        refuse_clipping_and_accumulation(run, self.name, "weights, architecture")
         if self.arch_file is not None:
             self.space.read_arch(self.arch_file)
         self.budget.check_feasible(
@@ -366,6 +353,11 @@ class TwoStageMethod(SearchMethod):
             run.announce("branch: the backbone stage comes from supernet_ckpt=, no branch search here")
             return
         unit = Unit("branch", run.out / "branch", tuple(self.tasks))
+        if (unit.dir / "fit.json").exists() and all(
+            (unit.dir / t / "genotype.yaml").exists() for t in self.tasks
+        ):
+            run.fit(unit, None)  # says it is done
+            return
         run.seed_unit(unit)
         fresh = not (unit.dir / "last.ckpt").exists() and not (unit.dir / "fit.json").exists()
         pre = self.load_stage(run, "presearch")

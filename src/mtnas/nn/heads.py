@@ -14,6 +14,17 @@ def conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     )
 
 
+def fuse_levels(lateral: Sequence[nn.Module], features: Sequence[Tensor], size) -> Tensor:
+    """Each feature level through its lateral module, resized (bilinear) to `size`, summed."""
+    fused = None
+    for lat, f in zip(lateral, features, strict=True):
+        y = lat(f)
+        if y.shape[-2:] != size:
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        fused = y if fused is None else fused + y
+    return fused
+
+
 class MultiScaleHead(nn.Module):
     """Project each feature level to `hidden` channels, upsample to the finest one, sum, refine, predict.
 
@@ -39,14 +50,7 @@ class MultiScaleHead(nn.Module):
         self.predict = nn.Conv2d(hidden, out_channels, 1)
 
     def forward(self, features: Sequence[Tensor], output_size: tuple[int, int]) -> Tensor:
-        target = features[0].shape[-2:]
-        fused = None
-        for lat, f in zip(self.lateral, features, strict=True):
-            y = lat(f)
-            if y.shape[-2:] != target:
-                y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
-            fused = y if fused is None else fused + y
-        refined = self.refine(fused)
+        refined = self.refine(fuse_levels(self.lateral, features, features[0].shape[-2:]))
         if self.pooled:
             return self.predict(refined.mean((2, 3), keepdim=True)).flatten(1)
         size = (output_size[0] // self.stride, output_size[1] // self.stride)

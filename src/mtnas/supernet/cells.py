@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtnas.nn.cells import Cell, MixedCell, edge_index, num_edges
-from mtnas.nn.heads import conv_bn_relu
+from mtnas.nn.heads import conv_bn_relu, fuse_levels
 from mtnas.space.cells import CellArch, CellSpace, Genotype
 from mtnas.utils.checks import positive_int
 
@@ -126,14 +125,7 @@ class Branch(nn.Module):
         output_size: tuple[int, int],
         gates: Tensor | None = None,
     ) -> Tensor:
-        size = (image_size[0] // self.stride, image_size[1] // self.stride)
-        x = None
-        for fuse, level in zip(self.fuse, levels, strict=True):
-            y = fuse(level)
-            if y.shape[-2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            x = y if x is None else x + y
-        s0 = s1 = x
+        s0 = s1 = fuse_levels(self.fuse, levels, (image_size[0] // self.stride, image_size[1] // self.stride))
         for cell in self.cells:
             s0, s1 = s1, (cell(s0, s1) if gates is None else cell(s0, s1, gates))
         return self.head([s1], output_size)

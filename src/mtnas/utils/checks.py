@@ -31,3 +31,19 @@ def one_of(key: str, value: Any, allowed: Sequence[Any]) -> Any:
     if value not in allowed:
         raise ConfigError(key, f"got {value!r}; expected one of {list(allowed)}.")
     return value
+
+
+def positive_number(key: str, value: Any, upper: float | None = None) -> float:
+    """`value` as a float > 0 (and ≤ `upper` when given)."""
+    number = non_negative_number(key, value)
+    if number == 0 or (upper is not None and number > upper):
+        bound = f" and ≤ {upper:g}" if upper is not None else ""
+        raise ConfigError(key, f"got {value!r}; expected a number > 0{bound}.")
+    return number
+
+
+def open_fraction(key: str, value: Any) -> float:
+    """`value` as a float strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ConfigError(key, f"got {value!r}; expected a fraction strictly between 0 and 1.")
+    return float(value)
