@@ -265,9 +265,8 @@ class TwoStageMethod(SearchMethod):
         tasks = None if stage == "presearch" else self.tasks
         module = load_checkpoint(path, ("cells",), key, tasks)
         if module.hparams.cell_search != stage:
-            raise ConfigError(
-                key or stage, f"{path} is the {module.hparams.cell_search} stage's checkpoint, not {stage}'s."
-            )
+            message = f"{path} is the {module.hparams.cell_search} stage's checkpoint, not {stage}'s."
+            raise ConfigError(key, message) if key else MtnasError(message)
         if dict(module.hparams.network) != vars(self.layout) or list(module.hparams.ops) != self.ops:
             raise ConfigError(
                 key or "method.network",
@@ -275,7 +274,8 @@ class TwoStageMethod(SearchMethod):
                 f"{list(module.hparams.ops)}; this run has {vars(self.layout)} and {self.ops}: use the same "
                 "settings, or a new run folder.",
             )
-        self._modules[stage] = module.to(run.device).eval()
+        # Only the backbone stage's supernet scores archs; the others give weights and genotypes (CPU).
+        self._modules[stage] = (module.to(run.device) if stage == "backbone" else module).eval()
         return self._modules[stage]
 
     def split(self, run: Run, dm, folder: Path) -> dict[str, Any]:
