@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from mtnas.lit.multitask import build_optimizer, loss_targets, with_second_optimizer
 from mtnas.metrics import delta_m
+from mtnas.nn.cells import num_edges
 from mtnas.search.gdas import ArchitectureLogits, tau_at
 from mtnas.space.cells import CellArch, derive_genotype
-from mtnas.supernet.cells import CellClassifier, CellLayout, CellSupernet
+from mtnas.supernet.cells import CellClassifier, CellLayout, CellSupernet, genotype_gates
 from mtnas.tasks import build_tasks
 
 PHASES = ("presearch", "branch", "backbone")
@@ -62,12 +63,11 @@ class CellSearchLitModule(pl.LightningModule):
         self.phase = cell_search
         self.layout = CellLayout(**dict(network))
         self.ops = tuple(ops)
-        shape = (sum(2 + i for i in range(self.layout.nodes)), len(self.ops))
+        shape = (num_edges(self.layout.nodes), len(self.ops))
         if self.phase == "presearch":
             self.tasks = {}
             self.net = CellClassifier(self.layout, self.ops, int(num_classes))
             searched = ["normal", "reduce"]
-            self.val_top1 = nn.ModuleDict()
         else:
             self.tasks = build_tasks(list(tasks), available_tasks)
             self.net = CellSupernet(self.layout, self.ops, self.tasks)
@@ -143,13 +143,7 @@ class CellSearchLitModule(pl.LightningModule):
         return out
 
     def _one_hot(self, genotype) -> Tensor:
-        from mtnas.nn.cells import edge_index
-
-        table = torch.zeros(sum(2 + i for i in range(self.layout.nodes)), len(self.ops))
-        for i, node in enumerate(genotype):
-            for op, src in node:
-                table[edge_index(i, src), self.ops.index(op)] = 1.0
-        return table.to(self.device)
+        return genotype_gates(genotype, self.ops).to(self.device)
 
     def expected_cost(self, key: str, image_size: tuple[int, int]) -> Tensor:
         """Expected cost of the derived composite arch under the logits: the fixed parts, the fixed groups'

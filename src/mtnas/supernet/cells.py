@@ -131,6 +131,15 @@ class Branch(nn.Module):
         return self.head([s1], output_size)
 
 
+def genotype_gates(genotype: Genotype, ops: Sequence[str]) -> Tensor:
+    """A genotype as a cell's (edges, ops) gate table: 1 at each chosen (edge, op), 0 elsewhere."""
+    table = torch.zeros(num_edges(len(genotype)), len(ops))
+    for i, node in enumerate(genotype):
+        for op, src in node:
+            table[edge_index(i, src), list(ops).index(op)] = 1.0
+    return table
+
+
 def _genotype_cell(genotype: Genotype):
     return lambda c_pp, c_p, c, red, red_prev: Cell(genotype, c_pp, c_p, c, red, red_prev)
 
@@ -210,15 +219,8 @@ class CellSupernet(nn.Module):
         return (num_edges(self.layout.nodes), len(self.ops))
 
     def gates_of(self, arch: CellArch) -> dict[str, Tensor]:
-        """One-hot (edges, ops) tables of an arch: 1 at each chosen (edge, op), 0 elsewhere."""
-        out = {}
-        for name, g in arch.groups().items():
-            table = torch.zeros(self.table_shape)
-            for i, node in enumerate(g):
-                for op, src in node:
-                    table[edge_index(i, src), self.ops.index(op)] = 1.0
-            out[name] = table
-        return out
+        """One-hot (edges, ops) tables of an arch's genotypes."""
+        return {name: genotype_gates(g, self.ops) for name, g in arch.groups().items()}
 
     def features(self, images: Tensor, gates: Mapping[str, Tensor]) -> list[Tensor]:
         return self.backbone(images, {k: _on(gates[k], images) for k in ("normal", "reduce")})
