@@ -109,15 +109,15 @@ def test_gumbel_sampling_is_one_hot_reproducible_and_passes_gradients():
     assert tau_at(0, 10, 10.0, 0.1) == 10.0 and tau_at(10, 10, 10.0, 0.1) == pytest.approx(0.1)
 
 
-@pytest.fixture(scope="module")
-def supernet():
-    torch.manual_seed(0)
-    return CellSupernet(LAYOUT, OPS, build_tasks(list(TASKS), TASKS)).eval()
-
-
-def test_extracted_subnets_equal_the_supernet_and_cost_is_exact(supernet):
+@pytest.mark.parametrize("reductions", [None, [0, 2]])
+def test_extracted_subnets_equal_the_supernet_and_cost_is_exact(reductions):
     """For random composite archs: extract(arch)(x) == supernet(x, arch) in eval mode, and the analytic cost
-    (fixed part + per-(group, edge, op) tables) equals counting the extracted net."""
+    (fixed part + per-(group, edge, op) tables) equals counting the extracted net; with the default and with
+    configured reduction cells."""
+    torch.manual_seed(0)
+    layout = CellLayout(**{**LAYOUT.to_config(), "reductions": reductions})
+    supernet = CellSupernet(layout, OPS, build_tasks(list(TASKS), TASKS)).eval()
+    assert len(supernet.backbone.channels) == (3 if reductions is None else 2)  # levels: one per stride
     space = CellSpace(tuple(TASKS), OPS, nodes=LAYOUT.nodes)
     rng = random.Random(0)
     x = torch.randn(2, 3, 32, 32)
@@ -142,7 +142,7 @@ def cell_search_module(phase: str, fixed: dict, **kwargs):
         cell_search=phase,
         tasks=["semseg", "depth"],
         available_tasks=TASKS,
-        network=vars(LAYOUT),
+        network=LAYOUT.to_config(),
         ops=list(OPS[1:]),
         search={"tau_max": 5.0, "tau_min": 0.1, "weight_steps": 1, "arch_steps": 1},
         optim={"lr": 1e-3},
@@ -151,6 +151,12 @@ def cell_search_module(phase: str, fixed: dict, **kwargs):
         fixed=fixed,
         **kwargs,
     )
+
+
+def test_bad_reduction_cells_name_their_key():
+    with pytest.raises(ConfigError) as e:
+        CellLayout(layers=3, reductions=[1, 3])
+    assert e.value.key == "method.network.reductions" and "0..2" in str(e.value)
 
 
 def test_the_branch_stage_runs_the_frozen_backbone_once_per_batch_for_every_branch():
@@ -260,8 +266,18 @@ def test_a_budget_no_composite_arch_meets_is_refused_before_training(tmp_path, c
     assert e.value.key.startswith("budget.params_max")
     cfg = compose_cfg(["+experiment=mtnas_demo", "logger=none", "budget.params_max=1e9"], output_dir=tmp_path)
     method = validate(cfg)
-    method.check(Run(cfg, method), ("baselines", *method.stages))
+    run = Run(cfg, method)
+    method.check(run, ("baselines", *method.stages))
     assert method.stages == ("presearch", "branch", "backbone", "search", "retrain", "reference")
+    # A warm-up as long as a stage would leave it no architecture step.
+    method.gdas["warmup_epochs"] = 4  # the demo's branch stage trains 4 epochs
+    with pytest.raises(ConfigError) as e:
+        method.check(run, ("branch",))
+    assert e.value.key == "method.gdas.warmup_epochs" and "branch stage trains 4 epoch(s)" in str(e.value)
+    # Pre-search images smaller than the backbone's reduction (stem ×4, two reduction cells ×4).
+    small = compose_cfg(["+experiment=mtnas_demo", "method.presearch.image_size=[8,8]"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="expected each side ≥ 16"):
+        validate(small)
 
 
 def test_the_budget_penalty_steers_the_logits_to_cheaper_cells():

@@ -31,6 +31,7 @@ RUN = [
     "method.presearch.image_size=[16,16]",
     "method.presearch.batch_size=8",
     "method.presearch.max_epochs=1",
+    "method.gdas.warmup_epochs=0",
     "method.branch.max_epochs=2",
     "method.backbone.max_epochs=1",
     "method.derive.samples=2",

@@ -58,6 +58,8 @@ class CellSearchLitModule(pl.LightningModule):
         """`cell_search`: the phase; `fixed`: the genotypes a phase does not search ({group: genotype}, from
         the previous stage); `loss_scales`: per-task loss divisors of the backbone phase."""
         super().__init__()
+        if cell_search not in PHASES:
+            raise ValueError(f"cell_search must be one of {PHASES}, got {cell_search!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.phase = cell_search

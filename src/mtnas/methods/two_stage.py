@@ -110,10 +110,17 @@ class TwoStageMethod(SearchMethod):
         if not (
             isinstance(size, list | tuple)
             and len(size) == 2
-            and all(isinstance(s, int) and s >= 16 for s in size)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
         ):
             raise ConfigError(
-                "method.presearch.image_size", f"got {size!r}; expected [height, width], each ≥ 16."
+                "method.presearch.image_size", f"got {size!r}; expected [height, width] in pixels."
+            )
+        smallest = 4 * 2 ** len(self.layout.reduction_cells)  # the stem's stride 4, ×2 per reduction cell
+        if min(size) < smallest:
+            raise ConfigError(
+                "method.presearch.image_size",
+                f"got {size!r}; the backbone reduces its input {smallest}× (stem and "
+                f"{len(self.layout.reduction_cells)} reduction cells): expected each side ≥ {smallest}.",
             )
         data = dict(self.presearch.get("data") or {})
         if not data.get("root") and not data.get("synthetic"):
@@ -184,6 +191,15 @@ class TwoStageMethod(SearchMethod):
                 f"method={self.name} searches DARTS cells (method.ops); the recipe's ViT `space` is not used"
             )
         refuse_clipping_and_accumulation(run, self.name, "weights, architecture")
+        warmup = int(self.gdas.get("warmup_epochs", 0))
+        for stage in ("presearch", "branch", "backbone"):
+            epochs = getattr(self, stage).get("max_epochs") or run.cfg.trainer.get("max_epochs")
+            if stage in plan and epochs is not None and warmup >= int(epochs):
+                raise ConfigError(
+                    "method.gdas.warmup_epochs",
+                    f"is {warmup} but the {stage} stage trains {epochs} epoch(s): it would take no architecture "
+                    f"step and derive cells from untouched logits. Lower it or raise method.{stage}.max_epochs.",
+                )
         if self.arch_file is not None:
             self.space.read_arch(self.arch_file)
         self.budget.check_feasible(
@@ -234,7 +250,7 @@ class TwoStageMethod(SearchMethod):
             cell_search=phase,
             tasks=["classes"] if phase == "presearch" else self.tasks,
             available_tasks=run.available,
-            network=vars(self.layout),
+            network=self.layout.to_config(),
             ops=self.ops,
             search=self.gdas,
             optim=run.section("optim"),
@@ -257,7 +273,8 @@ class TwoStageMethod(SearchMethod):
         if stage == "backbone" and self.supernet_ckpt is not None:
             path, key = self.supernet_ckpt, "supernet_ckpt"
             run.record_source("backbone", path.resolve())
-        elif not (run.out / stage / "fit.json").exists() or not path.is_file():
+        # fit.json marks a finished stage; only rank 0 writes it, so other DDP processes check the checkpoint.
+        elif not path.is_file() or (run.is_writer and not (run.out / stage / "fit.json").exists()):
             raise MtnasError(
                 f"{path} does not exist: run the {stage} stage first (stage={stage} or stage=all)"
                 + (", or pass supernet_ckpt=/path/to/backbone/last.ckpt." if stage == "backbone" else ".")
@@ -267,11 +284,11 @@ class TwoStageMethod(SearchMethod):
         if module.hparams.cell_search != stage:
             message = f"{path} is the {module.hparams.cell_search} stage's checkpoint, not {stage}'s."
             raise ConfigError(key, message) if key else MtnasError(message)
-        if dict(module.hparams.network) != vars(self.layout) or list(module.hparams.ops) != self.ops:
+        if CellLayout(**dict(module.hparams.network)) != self.layout or list(module.hparams.ops) != self.ops:
             raise ConfigError(
                 key or "method.network",
                 f"{path} was trained with method.network={dict(module.hparams.network)} and method.ops="
-                f"{list(module.hparams.ops)}; this run has {vars(self.layout)} and {self.ops}: use the same "
+                f"{list(module.hparams.ops)}; this run has {self.layout.to_config()} and {self.ops}: use the same "
                 "settings, or a new run folder.",
             )
         # Only the backbone stage's supernet scores archs; the others give weights and genotypes (CPU).
@@ -372,7 +389,7 @@ class TwoStageMethod(SearchMethod):
         self.fit_alternating(run, unit, module, self.branch.get("max_epochs"))
         if run.is_writer:
             trained = self.load_stage(run, "branch")
-            scales = dict(zip(self.tasks, trained.loss_ema.tolist(), strict=True))
+            scales = dict(zip(trained.tasks, trained.loss_ema.tolist(), strict=True))  # its own order
             for task, genotype in trained.derived().items():
                 if task.startswith("branch/"):
                     t = task.split("/", 1)[1]
@@ -393,13 +410,12 @@ class TwoStageMethod(SearchMethod):
         count = int(self.branch.get("bn_batches", 0))
         if not count:
             return
-        gates = module.gates({})
+        gates = {k: v.to(run.device) for k, v in module.gates({}).items() if k in ("normal", "reduce")}
         train = run.dm.plain_train_dataloader()
-        images = [b["image"] for _, b in zip(range(count), train, strict=False)]
-        backbone = module.net.backbone
-        recalibrate_batchnorm(
-            backbone, lambda x: backbone(x, {k: gates[k] for k in ("normal", "reduce")}), images
-        )
+        images = [b["image"].to(run.device) for _, b in zip(range(count), train, strict=False)]
+        backbone = module.net.backbone.to(run.device)
+        recalibrate_batchnorm(backbone, lambda x: backbone(x, gates), images)
+        backbone.cpu()
 
     def announce_saving(self, run: Run, arch: CellArch) -> None:
         """What sharing the frozen backbone's forward among the branches saves, per training image."""
@@ -416,7 +432,7 @@ class TwoStageMethod(SearchMethod):
         backbone = sum(counter.get_flop_counts().get("CellNet.backbone", {}).values())
         total = counter.get_total_flops()
         t = len(self.tasks)
-        separate = t * total
+        separate = total + (t - 1) * backbone  # T searches: the backbone T times, each branch once
         run.announce(
             f"branch: one frozen-backbone forward per batch serves all {t} branches; {t} separate branch searches "
             f"would run it {t}×: {(t - 1) * backbone / 1e9:.4f} GFLOPs per image saved, "
@@ -435,7 +451,7 @@ class TwoStageMethod(SearchMethod):
         scales = None
         if self.backbone.get("balance", "branch_loss") == "branch_loss":
             scales = {
-                t: max(float(v), 1e-6) for t, v in zip(self.tasks, branch.loss_ema.tolist(), strict=True)
+                t: max(float(v), 1e-6) for t, v in zip(branch.tasks, branch.loss_ema.tolist(), strict=True)
             }
         module = self.lit_module(run, "backbone", fixed=branches, loss_scales=scales)
         if fresh:

@@ -170,9 +170,7 @@ class CellSpace:
         object.__setattr__(self, "tasks", tuple(sorted(self.tasks)))
         object.__setattr__(self, "ops", tuple(o for o in self.ops if o != "none"))
         if not self.ops:
-            raise ConfigError(
-                "method.space.ops", f"expected at least one op other than none, of {list(OPS)}."
-            )
+            raise ConfigError("method.ops", f"expected at least one op other than none, of {list(OPS)}.")
 
     def _arch(self, make) -> CellArch:
         groups = ["normal", "reduce", *(f"branch/{t}" for t in self.tasks)]
@@ -234,11 +232,13 @@ class CellSpace:
             return f"it has branches for {list(arch.tasks)}, but the run's tasks are {list(self.tasks)}"
         for name, g in arch.groups().items():
             if len(g) != self.nodes:
-                return f"{name} has {len(g)} nodes; this space's cells have {self.nodes} (method.space.nodes)"
+                return (
+                    f"{name} has {len(g)} nodes; this space's cells have {self.nodes} (method.network.nodes)"
+                )
             for i, node in enumerate(g):
                 for op, _ in node:
                     if op not in self.ops:
-                        return f"{name} node {i} uses {op}, not one of method.space.ops={list(self.ops)}"
+                        return f"{name} node {i} uses {op}, not one of method.ops={list(self.ops)}"
         return None
 
     def contains(self, arch: CellArch) -> bool:

@@ -2,9 +2,9 @@
 supernet every stage searches (`CellSupernet`), and the classification net of the backbone pre-search
 (`CellClassifier`).
 
-Macro structure (`CellLayout`): a stride-4 stem, then `layers` backbone cells with reduction cells at 1/3 and
-2/3 of the depth (strides 4 → 8 → 16); the output of the last cell at each stride is a feature level. Each
-task's branch fuses the levels at 1/`branch_stride` of the input (1×1 conv per level, resized, summed; the
+Macro structure (`CellLayout`): a stride-4 stem, then `layers` backbone cells, the reduction cells at 1/3 and
+2/3 of the depth (strides 4 → 8 → 16) or at `reductions`; the output of the last cell at each stride is a feature
+level. Each task's branch fuses the levels at 1/`branch_stride` of the input (1×1 conv per level, resized, summed; the
 top-down fusion MTNAS's heads read from the segmentation decoder, here given to every task), runs
 `branch_cells` cells of its own genotype, and ends in the task's head (`Task.build_head`, no refinement).
 
@@ -40,11 +40,14 @@ class CellLayout:
     branch_cells: int = 1
     branch_stride: int = 4  # branches run at 1/branch_stride of the input size
     head_hidden: int = 64
+    reductions: tuple[int, ...] | None = (
+        None  # indices of the reduction cells; None: at 1/3 and 2/3 of the depth
+    )
 
     def __post_init__(self):
         for key, minimum in (("channels", 2), ("layers", 3), ("nodes", 1), ("branch_channels", 2)):
             positive_int(f"method.network.{key}", getattr(self, key), minimum)
-        positive_int("method.network.branch_cells", self.branch_cells, 0)
+        positive_int("method.network.branch_cells", self.branch_cells)
         positive_int("method.network.head_hidden", self.head_hidden)
         if self.branch_stride not in (4, 8, 16):
             from mtnas.errors import ConfigError
@@ -53,9 +56,31 @@ class CellLayout:
                 "method.network.branch_stride", f"got {self.branch_stride!r}; expected 4, 8 or 16."
             )
 
+        if self.reductions is not None:
+            cells = self.reductions
+            ok = isinstance(cells, list | tuple) and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.layers for i in cells
+            )
+            if not ok or not cells or len(set(cells)) != len(cells):
+                from mtnas.errors import ConfigError
+
+                raise ConfigError(
+                    "method.network.reductions",
+                    f"got {cells!r}; expected null or one or more distinct cell indices in 0..{self.layers - 1} "
+                    "(method.network.layers cells), e.g. [1, 3].",
+                )
+            object.__setattr__(self, "reductions", tuple(sorted(cells)))
+
+    def to_config(self) -> dict[str, Any]:
+        """As plain YAML data (checkpoints' hyper-parameters, model specs)."""
+        config = asdict(self)
+        if self.reductions is not None:
+            config["reductions"] = list(self.reductions)
+        return config
+
     @property
-    def reductions(self) -> tuple[int, int]:
-        return (self.layers // 3, 2 * self.layers // 3)
+    def reduction_cells(self) -> tuple[int, ...]:
+        return self.reductions if self.reductions is not None else (self.layers // 3, 2 * self.layers // 3)
 
 
 # -- building blocks ---------------------------------------------------------------------------------
@@ -79,7 +104,7 @@ class CellStack(nn.Module):
         self.level_after: list[int] = []
         self.channels: list[int] = []
         for i in range(layout.layers):
-            reduction = i in layout.reductions
+            reduction = i in layout.reduction_cells
             if reduction:
                 c *= 2
                 if i > 0 and (i - 1) not in self.level_after:
@@ -187,7 +212,7 @@ def cell_net_spec(arch: CellArch, layout: CellLayout) -> dict[str, Any]:
     return {
         "_target_": "mtnas.supernet.cells.build_cell_net",
         "arch": arch.to_dict(),
-        "network": asdict(layout),
+        "network": layout.to_config(),
     }
 
 
