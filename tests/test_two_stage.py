@@ -4,7 +4,9 @@ reader, the synthetic classification set, and the budget refused before training
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -306,3 +308,48 @@ def test_the_budget_penalty_steers_the_logits_to_cheaper_cells():
     after = float(module.expected_cost("params", size))
     assert after < before - 0.2 * (before - low)
     assert net.cost(module.derived_arch(), size)["params"] < params_before
+
+
+def test_the_presearch_stage_reads_an_image_folder_root(tmp_path, cache_dir):
+    """`method.presearch.data.root=` (the ImageFolder layout, written here as PNG and JPEG files): the pre-search
+    stage checks it before any work, searches the backbone cells on it, and resumes as done."""
+    from mtnas.config import validate
+    from mtnas.run import Run
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imagenet"
+    for split, n in (("train", 8), ("val", 2)):
+        for c, hue in (("n01440764", 0), ("n01443537", 2)):
+            for i in range(n):
+                arr = (rng.uniform(0, 80, (24, 32, 3)) + np.eye(3)[hue] * 150).astype(np.uint8)
+                path = root / split / c / f"{c}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(path, format="JPEG")
+    overrides = [
+        "+experiment=mtnas_demo",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"method.presearch.data.root={root}",
+        "method.presearch.image_size=[16,16]",
+        "method.presearch.batch_size=4",
+        "method.presearch.max_epochs=2",
+        "method.network.channels=4",
+        "method.network.nodes=2",
+    ]
+    cfg = compose_cfg(overrides, output_dir=tmp_path / "run")
+    method = validate(cfg)
+    run = Run(cfg, method)
+    method.check(run, ("presearch",))
+    method.run_stage("presearch", run)
+    fit = json.loads((tmp_path / "run/presearch/fit.json").read_text())
+    assert fit["unit"] == "presearch" and fit["epochs"] == 2 and "top1" in fit["val"]["classes"]
+    split = json.loads((tmp_path / "run/presearch/split.json").read_text())
+    assert sorted(split["weights"] + split["arch"]) == list(range(16))
+    module = method.load_stage(run, "presearch")
+    assert module.net.classifier.out_features == 2 and set(module.derived()) == {"normal", "reduce"}
+    # A root without val/ is refused when the run is checked, naming the folder.
+    shutil.rmtree(root / "val")
+    fresh = Run(compose_cfg(overrides, output_dir=tmp_path / "other"), method)
+    with pytest.raises(DataError) as e:
+        method.check(fresh, ("presearch",))
+    assert str(root / "val") in str(e.value)
