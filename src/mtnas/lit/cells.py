@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import build_optimizer, loss_targets, with_second_optimizer
-from mtnas.metrics import delta_m
+from mtnas.lit.multitask import build_optimizer, epoch_metrics, loss_targets, with_second_optimizer
 from mtnas.nn.cells import num_edges
 from mtnas.search.gdas import ArchitectureLogits, tau_at
 from mtnas.space.cells import CellArch, derive_genotype
@@ -244,13 +243,9 @@ class CellSearchLitModule(pl.LightningModule):
         if self.phase == "presearch":
             self.log("val/search/entropy", self.arch.entropy())
             return
-        results = {t: {k: float(v) for k, v in self.val_metrics[t].compute().items()} for t in self.tasks}
-        for t in self.tasks:
-            self.val_metrics[t].reset()
-        flat = {f"val/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()}
-        if all(t in self.baselines_val for t in self.tasks):
-            dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
-            flat["val/delta_m"] = delta_m(results, self.baselines_val, dirs, self.hparams.delta_m_convention)
+        flat = epoch_metrics(
+            self.tasks, self.val_metrics, "val", self.baselines_val, self.hparams.delta_m_convention
+        )
         flat["val/search/entropy"] = float(self.arch.entropy())
         flat["val/search/params"] = float(
             self.net.cost(self.derived_arch(), tuple(self.hparams.image_size))["params"]

@@ -92,14 +92,8 @@ class MultiTaskLitModule(pl.LightningModule):
             metrics[t].update(preds[t].float(), batch[t])
 
     def _eval_epoch_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
-        # torchmetrics syncs the sum states across processes inside compute().
-        results = {t: {k: float(v) for k, v in metrics[t].compute().items()} for t in self.tasks}
-        for t in self.tasks:
-            metrics[t].reset()
-        flat = {f"{prefix}/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()}
-        if prefix == "val" and len(self.tasks) > 1 and self.can_compute_delta_m:
-            dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
-            flat["val/delta_m"] = delta_m(results, self.baselines_val, dirs, self.delta_m_convention)
+        baselines = self.baselines_val if prefix == "val" and len(self.tasks) > 1 else None
+        flat = epoch_metrics(self.tasks, metrics, prefix, baselines, self.delta_m_convention)
         self.log_dict(flat, prog_bar=False)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -116,6 +110,26 @@ class MultiTaskLitModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(self, self.hparams.optim)
+
+
+def epoch_metrics(
+    tasks: Mapping[str, Task],
+    metrics: nn.ModuleDict,
+    prefix: str,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    convention: str = "per_task",
+) -> dict[str, float]:
+    """The epoch's metrics as `{prefix}/<task>/<metric>` (the metrics reset for the next epoch), plus
+    `{prefix}/delta_m` when `baselines` cover every task. torchmetrics syncs the sum states across processes
+    inside compute()."""
+    results = {t: {k: float(v) for k, v in metrics[t].compute().items()} for t in tasks}
+    for t in tasks:
+        metrics[t].reset()
+    flat = {f"{prefix}/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()}
+    if baselines is not None and all(t in baselines for t in tasks):
+        dirs = {t: task.delta_m_directions for t, task in tasks.items()}
+        flat[f"{prefix}/delta_m"] = delta_m(results, baselines, dirs, convention)
+    return flat
 
 
 def build_optimizer(

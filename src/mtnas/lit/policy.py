@@ -18,8 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss, with_second_optimizer
-from mtnas.metrics import delta_m
+from mtnas.lit.multitask import (
+    build_optimizer,
+    epoch_metrics,
+    loss_targets,
+    weighted_loss,
+    with_second_optimizer,
+)
 from mtnas.space.policy import OPTIONS, option_counts
 from mtnas.supernet.policy import PolicySupernet
 from mtnas.tasks import build_tasks
@@ -149,13 +154,9 @@ class PolicyLitModule(pl.LightningModule):
             self.val_metrics[t].update(preds[t].float(), batch[t])
 
     def on_validation_epoch_end(self) -> None:
-        results = {t: {k: float(v) for k, v in self.val_metrics[t].compute().items()} for t in self.tasks}
-        for t in self.tasks:
-            self.val_metrics[t].reset()
-        flat = {f"val/{t}/{k}": v for t, ms in results.items() for k, v in ms.items()}
-        if all(t in self.baselines_val for t in self.tasks):
-            dirs = {t: task.delta_m_directions for t, task in self.tasks.items()}
-            flat["val/delta_m"] = delta_m(results, self.baselines_val, dirs, self.hparams.delta_m_convention)
+        flat = epoch_metrics(
+            self.tasks, self.val_metrics, "val", self.baselines_val, self.hparams.delta_m_convention
+        )
         if self.hparams.stage == "policy":
             arch = self.net.export()
             flat.update({f"val/policy/{o}": float(n) for o, n in option_counts(arch).items()})

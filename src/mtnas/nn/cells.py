@@ -28,7 +28,6 @@ OPS = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-PARAMETER_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
 class ReLUConvBN(nn.Sequential):

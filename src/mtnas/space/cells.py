@@ -11,12 +11,11 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mtnas.errors import ConfigError
-from mtnas.nn.cells import OPS, PARAMETER_FREE, edge_index
-from mtnas.space.arch_file import read_arch_file
+from mtnas.nn.cells import OPS, edge_index
+from mtnas.space.arch_file import ArchFileSpace
 
 Genotype = tuple[tuple[tuple[str, int], tuple[str, int]], ...]  # per node: two (op, source)
 SHORT = {
@@ -159,8 +158,11 @@ def count_op(g: Genotype, op: str) -> int:
 
 
 @dataclass(frozen=True)
-class CellSpace:
+class CellSpace(ArchFileSpace):
     """Composite archs over `ops` (without `none`) with `nodes` nodes per cell, for `tasks`."""
+
+    arch_type = CellArch
+    arch_file_what = "a cell arch file (a two_stage run's arch.yaml)"
 
     tasks: tuple[str, ...]
     ops: tuple[str, ...]
@@ -240,22 +242,3 @@ class CellSpace:
                     if op not in self.ops:
                         return f"{name} node {i} uses {op}, not one of method.ops={list(self.ops)}"
         return None
-
-    def contains(self, arch: CellArch) -> bool:
-        return self.why_outside(arch) is None
-
-    def arch_from_dict(self, d: Mapping[str, Any], source: object = "an arch", key: str = "arch") -> CellArch:
-        arch = CellArch.from_dict(d)
-        why = self.why_outside(arch)
-        if why:
-            raise ConfigError(key, f"{source} is outside the search space: {why}.")
-        return arch
-
-    def read_arch(self, path: str | Path, key: str = "arch") -> CellArch:
-        arch = read_arch_file(path, key, CellArch.from_dict, "a cell arch file (a two_stage run's arch.yaml)")
-        return self.arch_from_dict(arch.to_dict(), source=Path(path).expanduser(), key=key)
-
-
-def parameter_free_share(g: Genotype) -> float:
-    """Share of a genotype's inputs that are parameter-free ops (what a collapsed search is full of)."""
-    return sum(op in PARAMETER_FREE for node in g for op, _ in node) / max(1, 2 * len(g))

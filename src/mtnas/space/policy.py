@@ -11,11 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mtnas.errors import ConfigError
-from mtnas.space.arch_file import read_arch_file
+from mtnas.space.arch_file import ArchFileSpace
 
 OPTIONS = ("shared", "specific", "skip")  # index order of the policy logits
 
@@ -74,8 +73,11 @@ class PolicyArch:
 
 
 @dataclass(frozen=True)
-class PolicySpace:
+class PolicySpace(ArchFileSpace):
     """Every (block, task) picks one of `options` (a subset of shared / specific / skip)."""
+
+    arch_type = PolicyArch
+    arch_file_what = "a block-policy arch file (a run's arch.yaml)"
 
     tasks: tuple[str, ...]
     nodes: tuple[str, ...]
@@ -138,23 +140,6 @@ class PolicySpace:
                 if option not in self.options:
                     return f"block {node}: {task}: {option} is not one of the allowed options {list(self.options)}"
         return None
-
-    def contains(self, arch: PolicyArch) -> bool:
-        return self.why_outside(arch) is None
-
-    def arch_from_dict(
-        self, d: Mapping[str, Any], source: object = "an arch", key: str = "arch"
-    ) -> PolicyArch:
-        arch = PolicyArch.from_dict(d)
-        why = self.why_outside(arch)
-        if why:
-            raise ConfigError(key, f"{source} is outside the search space: {why}.")
-        return arch
-
-    def read_arch(self, path: str | Path, key: str = "arch") -> PolicyArch:
-        what = "a block-policy arch file (a run's arch.yaml)"
-        arch = read_arch_file(path, key, PolicyArch.from_dict, what)
-        return self.arch_from_dict(arch.to_dict(), source=Path(path).expanduser(), key=key)
 
 
 def option_counts(arch: PolicyArch) -> dict[str, int]:
