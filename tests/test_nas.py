@@ -240,6 +240,8 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
         (["budget.params_max=1000"], "budget.params_max"),  # below the smallest arch
         # each bound inside the space, but no arch's (integer) param count lies between them
         (["budget.params_min=200000.1", "budget.params_max=200000.2"], "budget"),
+        # a warm-up of shared blocks as long as the supernet's training: task blocks would never train
+        (["supernet.shared_warmup=1"], "supernet.shared_warmup"),
         # timm weights that are not there: before the baselines, not after them
         (
             ["supernet.timm_init={model: vit_tiny_patch16_224, checkpoint: /no/such/weights.pth}"],

@@ -75,6 +75,21 @@ def test_evolution_respects_budget_and_improves(tmp_path):
     )  # never twice
 
 
+def test_evolution_starts_from_the_anchor_archs_within_the_budget(tmp_path):
+    largest, smallest = SPACE.largest(), SPACE.smallest()
+    fitness = Fitness()
+    problem = Problem(SPACE, fitness, cost, Budget(), PopulationLog(tmp_path / "a.jsonl"), random.Random(0),
+                      anchors=[largest, smallest, largest])  # fmt: skip
+    population = problem.initial_population(5)
+    assert population[:2] == [largest, smallest] and len(population) == 5
+    assert largest not in population[2:]  # an anchor once, the rest sampled
+    # An anchor outside the budget is left out, not searched.
+    budget = Budget(params_max=cost(largest)["params"] - 1)
+    problem = Problem(SPACE, fitness, cost, budget, PopulationLog(tmp_path / "b.jsonl"), random.Random(0),
+                      anchors=[largest, smallest])  # fmt: skip
+    assert problem.initial_population(3)[0] == smallest and largest not in problem.initial_population(3)
+
+
 def test_same_seed_same_result(tmp_path):
     a, _ = run_evolution(tmp_path / "a", Budget())
     b, _ = run_evolution(tmp_path / "b", Budget())

@@ -223,7 +223,8 @@ def test_image_level_task_pooled_head_extracts_exactly_and_costs_are_exact():
             torch.testing.assert_close(skeleton.eval()(x)["scene"], got["scene"])
 
 
-def test_sandwich_step_trains_largest_smallest_and_random_archs():
+def tiny_supernet_module(**supernet):
+    """A two-task supernet module of a tiny ViT space, and a loader of one 2-image batch."""
     from mtnas.lit.supernet import SupernetLitModule
 
     available = {"semseg": {"type": "semseg", "num_classes": 5}, "depth": {"type": "depth"}}
@@ -239,35 +240,86 @@ def test_sandwich_step_trains_largest_smallest_and_random_archs():
         ["semseg", "depth"],
         available,
         space,
-        {"patch_size": 8, "num_random": 3},
+        {"patch_size": 8, "num_random": 3, **supernet},
         {"lr": 1e-2, "scheduler": "none"},
         {},
         IMG,
         seed=0,
-        baselines_val=None,
-    )
-    trainer = __import__("pytorch_lightning").Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     batch = {
         "image": torch.randn(2, 3, *IMG),
         "semseg": torch.randint(0, 5, (2, *IMG)),
         "depth": torch.rand(2, 1, *IMG) + 0.5,
     }
-    before = {k: v.clone() for k, v in module.state_dict().items()}
     loader = torch.utils.data.DataLoader(
         [{k: v[i] for k, v in batch.items()} for i in range(2)], batch_size=2
     )
-    trainer.fit(module, train_dataloaders=loader)
+    return module, loader
+
+
+def quiet_trainer(**kwargs):
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def test_sandwich_step_trains_largest_smallest_and_random_archs():
+    module, loader = tiny_supernet_module()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    quiet_trainer(max_steps=1).fit(module, train_dataloaders=loader)
     after = module.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("net.blocks.3.") for k in changed)  # largest arch: the 4th layer
     assert any(k.startswith("net.heads.semseg.8.") for k in changed)  # smallest arch's head
     assert any(k.startswith("net.task_blocks.") for k in changed)  # random archs train task-specific copies
+
+
+def test_shared_warmup_trains_shared_blocks_then_branches_task_blocks_from_them(tmp_path):
+    import pytorch_lightning as pl
+
+    from mtnas.lit.supernet import SupernetLitModule
+
+    module, loader = tiny_supernet_module(shared_warmup=0.5)
+    initial = {k: v.clone() for k, v in module.net.task_blocks.state_dict().items()}
+    seen = {}
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1:  # after the warm-up epoch, before epoch 1 trains anything
+                net, state = pl_module.net, trainer.optimizers[0].state
+                seen["sampled_specific"] = any(any(a.task_specific) for a in pl_module.sample_archs())
+                seen["task_blocks"] = {k: v.clone() for k, v in net.task_blocks.state_dict().items()}
+                seen["shared"] = {k: v.clone() for k, v in net.blocks.state_dict().items()}
+                shared, copy = net.blocks[0].qkv.weight, net.task_blocks["depth"]["0"].qkv.weight
+                seen["moments_equal"] = torch.equal(state[shared]["exp_avg"], state[copy]["exp_avg"])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                seen["warmup_archs"] = pl_module.sample_archs()
+                seen["after_warmup"] = {
+                    k: v.clone() for k, v in pl_module.net.task_blocks.state_dict().items()
+                }
+
+    trainer = quiet_trainer(max_epochs=2, callbacks=[Probe()])
+    trainer.fit(module, train_dataloaders=loader)
+    # The warm-up samples shared archs only and leaves the task blocks as they were initialised.
+    assert not any(any(a.task_specific) for a in seen["warmup_archs"])
+    assert all(torch.equal(initial[k], v) for k, v in seen["after_warmup"].items())
+    # Then every task block starts from its shared block, Adam moments included, and is sampled again.
+    for name, value in seen["task_blocks"].items():  # "<task>.<layer>.<param>" vs "<layer>.<param>"
+        torch.testing.assert_close(value, seen["shared"][name.split(".", 1)[1]], rtol=0, atol=0)
+    assert len(seen["task_blocks"]) == 2 * len(seen["shared"])
+    assert seen["moments_equal"] and seen["sampled_specific"]
+    # Saved in the checkpoint: a run resumed after the branching does not copy over the trained task blocks.
+    ckpt = tmp_path / "s.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert module.task_blocks_branched and SupernetLitModule.load_from_checkpoint(ckpt).task_blocks_branched
 
 
 def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):

@@ -2,8 +2,11 @@
 
 Each step trains the largest arch, the smallest arch and `num_random` random archs on the same batch,
 accumulating gradients, then takes one optimizer step (manual optimisation). With `distill > 0`, the
-largest arch's predictions are also targets for the others (in-place distillation). Every process
-samples the same archs (one seeded RNG), so DDP's gradient all-reduce sees the same graph everywhere.
+largest arch's predictions are also targets for the others (in-place distillation). With
+`shared_warmup = f > 0`, the first ⌊f × epochs⌋ epochs train shared blocks only (every sampled arch without
+task-specific layers); then each task-specific copy starts from its trained shared block, optimizer state
+included, instead of from its initial weights, which it would otherwise learn from only when a random arch
+picks it. Every process samples the same archs (one seeded RNG), so DDP's gradient all-reduce sees the same graph everywhere.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -75,6 +79,9 @@ class SupernetLitModule(pl.LightningModule):
         self.loss_stride = int(loss.get("stride", 1))
         self.num_random = int(supernet.get("num_random", 2))
         self.distill = float(supernet.get("distill", 0.0))
+        self.shared_warmup = float(supernet.get("shared_warmup", 0.0))
+        # Saved in checkpoints, so a run resumed after the branching never copies over trained task blocks.
+        self.task_blocks_branched = False
         self.rng = random.Random(seed)
         self.eval_archs = {"largest": self.space.largest(), "smallest": self.space.smallest()}
         self.val_metrics = nn.ModuleDict(
@@ -88,13 +95,44 @@ class SupernetLitModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         # The archs an epoch samples depend only on (seed, epoch): a resumed run samples what it would have.
         self.rng = random.Random(f"{self.hparams.seed}/archs/{self.current_epoch}")
+        if not self.in_shared_warmup and self.shared_warmup and not self.task_blocks_branched:
+            self.branch_task_blocks()
+
+    @property
+    def in_shared_warmup(self) -> bool:
+        return self.current_epoch < int(self.shared_warmup * self.trainer.max_epochs)
+
+    @torch.no_grad()
+    def branch_task_blocks(self) -> None:
+        """Start every task-specific block from its shared block: weights and the optimizer's moments."""
+        state = self.optimizers(use_pl_optimizer=False).state
+        for per_task in self.net.task_blocks.values():
+            for i, block in per_task.items():
+                shared = self.net.blocks[int(i)]
+                for p, q in zip(block.parameters(), shared.parameters(), strict=True):
+                    p.copy_(q)
+                    if q in state:
+                        state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state[q].items()}
+        self.task_blocks_branched = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task_blocks_branched"] = self.task_blocks_branched
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.task_blocks_branched = bool(checkpoint.get("task_blocks_branched", False))
+
+    def sample_archs(self) -> list:
+        archs = [self.space.largest(), self.space.smallest()] + [
+            self.space.sample(self.rng) for _ in range(self.num_random)
+        ]
+        if self.in_shared_warmup:
+            archs = [a.hard_sharing() for a in archs]
+        return archs
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt = self.optimizers()
         opt.zero_grad()
-        archs = [self.space.largest(), self.space.smallest()] + [
-            self.space.sample(self.rng) for _ in range(self.num_random)
-        ]
+        archs = self.sample_archs()
         teacher = None
         bs = batch["image"].shape[0]
         size, targets = loss_targets(self.tasks, batch, self.loss_stride)

@@ -8,7 +8,6 @@ a plain static model. Run folder: `supernet/`, `search/`, `arch.yaml`, `retrain/
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 import zipfile
@@ -77,6 +76,13 @@ class OneShotMethod(SearchMethod):
         optional_positive_int("supernet.max_epochs", self.supernet.get("max_epochs"))
         positive_int("supernet.num_random", self.supernet.get("num_random", 2), minimum=0)
         non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
+        warmup = self.supernet.get("shared_warmup", 0.0)
+        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 <= warmup < 1:
+            raise ConfigError(
+                "supernet.shared_warmup",
+                f"got {warmup!r}; expected the fraction of supernet epochs that train shared blocks only, "
+                "0 ≤ f < 1 (0.5: the first half), so that task-specific blocks train after it.",
+            )
         if not isinstance(self.supernet.get("compile", False), bool):
             raise ConfigError(
                 "supernet.compile", f"got {self.supernet['compile']!r}; expected true or false."
@@ -227,19 +233,21 @@ class OneShotMethod(SearchMethod):
         stages["study"] = lambda run: Study(self, run, self.study_settings)()
         stages[stage](run)
 
+    def search_anchors(self) -> list[ViTArch]:
+        """The sandwich rule's largest and smallest archs: trained at every supernet step, so their inherited
+        scores are the supernet's most reliable; the largest is also hard sharing at the space's full size."""
+        return [self.space.largest(), self.space.smallest()]
+
     def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
         """The space's hard-sharing arch (no task-specific layer) closest in params to `searched`, within the
         budget when one is: among the searched arch without its task copies, the largest shared arch, and
         2,000 random archs without theirs."""
         rng = random.Random(unit_seed(run.seed, "study/hard-sharing"))
 
-        def shared(a: ViTArch) -> ViTArch:
-            return dataclasses.replace(a, task_specific=tuple(frozenset() for _ in a.task_specific))
-
         pool = [
-            shared(searched),
+            searched.hard_sharing(),
             self.space.largest(),
-            *(shared(self.space.sample(rng)) for _ in range(2000)),
+            *(self.space.sample(rng).hard_sharing() for _ in range(2000)),
         ]
         within = [a for a in pool if self.budget.satisfied(self.analytic_cost(run, a))] or pool
         target = self.analytic_cost(run, searched)["params"]

@@ -173,7 +173,12 @@ class SearchMethod(Method):
             rng,
             progress,
             cost_keys=self.cost_keys(run),
+            anchors=self.search_anchors(),
         )
+
+    def search_anchors(self) -> list:
+        """Archs a population-based search starts from (`Problem.anchors`); none by default."""
+        return []
 
     def measures_latency(self, run: Run) -> bool:
         return (

@@ -37,6 +37,9 @@ class Problem:
     progress: Callable[[int, int], None] = field(default=lambda done, total: None)
     max_tries: int = 500
     cost_keys: Collection[str] = ()  # costs every record must have (records from an older search may not)
+    # Archs a population-based strategy starts from, before random ones: the method's best-trained archs
+    # (the one-shot supernet's sandwich archs), so a search never ends below them for lack of sampling them.
+    anchors: Sequence = ()
 
     def __post_init__(self):
         # A search resumed with a new cost (e.g. latency_ms added to the objectives) completes the cost of the
@@ -64,8 +67,14 @@ class Problem:
         return sample_within(make, self.cost, self.budget, self.max_tries)
 
     def initial_population(self, size: int) -> list:
-        population = [
-            a for a in (self.within_budget(lambda: self.space.sample(self.rng)) for _ in range(size)) if a
+        keys = {arch_key(a.to_dict()): a for a in self.anchors if self.budget.satisfied(self.cost(a))}
+        population = list(keys.values())[:size]
+        population += [
+            a
+            for a in (
+                self.within_budget(lambda: self.space.sample(self.rng)) for _ in range(size - len(population))
+            )
+            if a
         ]
         if not population:
             raise MtnasError(

@@ -7,6 +7,7 @@ head width is chosen from a small head space (MTNAS branch search).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class ViTArch:
     @property
     def heads(self) -> dict[str, int]:
         return dict(self.head_hidden)
+
+    def hard_sharing(self) -> ViTArch:
+        """The same arch with every layer shared by all tasks (no task-specific block)."""
+        return dataclasses.replace(self, task_specific=tuple(frozenset() for _ in self.task_specific))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly form: a person can read and edit it."""
