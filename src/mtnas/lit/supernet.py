@@ -6,7 +6,8 @@ largest arch's predictions are also targets for the others (in-place distillatio
 `shared_warmup = f > 0`, the first ⌊f × epochs⌋ epochs train shared blocks only (every sampled arch without
 task-specific layers); then each task-specific copy starts from its trained shared block, optimizer state
 included, instead of from its initial weights, which it would otherwise learn from only when a random arch
-picks it. Every process samples the same archs (one seeded RNG), so DDP's gradient all-reduce sees the same graph everywhere.
+picks it. Every process samples the same archs (one seeded RNG) and branches at the same epoch, so DDP's
+gradient all-reduce sees the same graph everywhere.
 """
 
 from __future__ import annotations
