@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mtnas.methods.study import StudySettings, mean_std, rank_correlations, spread_by_cost
+from mtnas.methods.study import StudySettings, mean_std, paired_differences, rank_correlations, spread_by_cost
 
 
 def test_rank_correlations_by_hand():
@@ -40,3 +40,18 @@ def test_mean_std_and_settings():
     for key, bad in (("seeds", 0), ("archs", -1), ("front", 1.5), ("random", "yes"), ("max_epochs", 0)):
         with pytest.raises(ConfigError, match=f"study.{key}"):
             StudySettings.from_config({key: bad})
+
+
+def test_paired_differences_and_a_searched_arch_that_is_the_hard_sharing_arch():
+    from mtnas.report.study import study_lines
+
+    searched = {"roles": ["searched"], "test_delta_m": [5.0, 4.0]}
+    hard = {"roles": ["hard sharing"], "test_delta_m": [4.5, 4.5]}
+    out = paired_differences({"searched": searched, "hard-sharing": hard})
+    assert out == {"searched_minus_hard_sharing": {"mean": 0.0, "std": pytest.approx(2**0.5 / 2), "n": 2}}
+    # The search returned the hard-sharing arch itself: one candidate, both roles; 0 by construction, and said so.
+    same = {"roles": ["searched", "hard sharing"], "test_delta_m": [5.0, 4.0]}
+    out = paired_differences({"searched": same})
+    assert out["searched_minus_hard_sharing"]["same_arch"] and out["searched_minus_hard_sharing"]["mean"] == 0
+    result = {"archs": {"searched": same}, "inherited_vs_retrained_val": {"kendall_tau": None}, **out}
+    assert study_lines(result) == ["searched − hard sharing: 0 (the searched arch is the hard sharing arch)"]

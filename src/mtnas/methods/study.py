@@ -97,6 +97,23 @@ def mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def paired_differences(candidates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Searched − hard sharing and searched − best random in test Δm, paired by replicate. When the searched arch
+    is itself that arch (one candidate with both roles), the difference is 0 by construction, marked `same_arch`."""
+    searched = candidates["searched"]
+    out: dict[str, dict[str, Any]] = {}
+    for tag, role, key in (
+        ("hard-sharing", "hard sharing", "searched_minus_hard_sharing"),
+        ("random", "best random", "searched_minus_random"),
+    ):
+        if tag in candidates:
+            other = candidates[tag]["test_delta_m"]
+            out[key] = mean_std([a - b for a, b in zip(searched["test_delta_m"], other, strict=True)])
+        elif role in searched["roles"]:
+            out[key] = {**mean_std([0.0] * len(searched["test_delta_m"])), "same_arch": True}
+    return out
+
+
 class Study:
     """The study of one searching method's run (`method.hard_sharing_arch`, `method.problem` are its hooks)."""
 
@@ -211,14 +228,7 @@ class Study:
                 inherited, [candidates[t]["test_summary"]["mean"] for t in tags]
             ),
         }
-        searched = candidates["searched"]["test_delta_m"]
-        for tag, key in (
-            ("hard-sharing", "searched_minus_hard_sharing"),
-            ("random", "searched_minus_random"),
-        ):
-            if tag in candidates:
-                other = candidates[tag]["test_delta_m"]
-                result[key] = mean_std([a - b for a, b in zip(searched, other, strict=True)])
+        result.update(paired_differences(candidates))
         run.write_json(self.dir / "study.json", result)
         if run.is_writer:
             run.write_text(self.dir / "study.md", study_markdown(result, image="study.png"))

@@ -25,7 +25,9 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
         ("searched_minus_hard_sharing", "hard sharing"),
         ("searched_minus_random", "best random"),
     ):
-        if key in result:
+        if key in result and result[key].get("same_arch"):
+            lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch)")
+        elif key in result:
             lines.append(f"searched − {what}: {_fmt(result[key])} test Δm points (n = {result[key]['n']})")
     return lines
 
