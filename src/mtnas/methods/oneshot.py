@@ -25,7 +25,13 @@ from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Strategy
 from mtnas.space import ViTArch, build_space
 from mtnas.supernet.vit import ViTCost, subnet_spec
-from mtnas.utils.checks import non_negative_number, one_of, optional_positive_int, positive_int
+from mtnas.utils.checks import (
+    non_negative_number,
+    one_of,
+    open_fraction,
+    optional_positive_int,
+    positive_int,
+)
 from mtnas.utils.specs import as_dict, instantiate_spec
 
 if TYPE_CHECKING:
@@ -76,13 +82,8 @@ class OneShotMethod(SearchMethod):
         optional_positive_int("supernet.max_epochs", self.supernet.get("max_epochs"))
         positive_int("supernet.num_random", self.supernet.get("num_random", 2), minimum=0)
         non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
-        warmup = self.supernet.get("shared_warmup", 0.0)
-        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 <= warmup < 1:
-            raise ConfigError(
-                "supernet.shared_warmup",
-                f"got {warmup!r}; expected the fraction of supernet epochs that train shared blocks only, "
-                "0 ≤ f < 1 (0.5: the first half), so that task-specific blocks train after it.",
-            )
+        # A fraction below 1, so that task-specific blocks train after the warm-up of shared ones.
+        open_fraction("supernet.shared_warmup", self.supernet.get("shared_warmup", 0.0), allow_zero=True)
         if not isinstance(self.supernet.get("compile", False), bool):
             raise ConfigError(
                 "supernet.compile", f"got {self.supernet['compile']!r}; expected true or false."

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.metrics.delta_m import delta_m
-from mtnas.report.study import plot_study, study_lines, study_markdown
+from mtnas.report.study import COMPARISONS, plot_study, study_lines, study_markdown
 from mtnas.run import Unit, unit_seed
 from mtnas.search.pareto import pareto_front, select
 from mtnas.search.population import PopulationLog, arch_key
@@ -102,10 +102,7 @@ def paired_differences(candidates: Mapping[str, Mapping[str, Any]]) -> dict[str,
     is itself that arch (one candidate with both roles), the difference is 0 by construction, marked `same_arch`."""
     searched = candidates["searched"]
     out: dict[str, dict[str, Any]] = {}
-    for tag, role, key in (
-        ("hard-sharing", "hard sharing", "searched_minus_hard_sharing"),
-        ("random", "best random", "searched_minus_random"),
-    ):
+    for tag, role, key in COMPARISONS:
         if tag in candidates:
             other = candidates[tag]["test_delta_m"]
             out[key] = mean_std([a - b for a, b in zip(searched["test_delta_m"], other, strict=True)])

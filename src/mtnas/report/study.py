@@ -13,6 +13,13 @@ def _fmt(stat: Mapping[str, Any], signed: bool = True) -> str:
     return text if stat.get("std") is None else f"{text} ± {stat['std']:.2f}"
 
 
+# The study's paired comparisons: (candidate tag, its role, the result key of searched − it).
+COMPARISONS = (
+    ("hard-sharing", "hard sharing", "searched_minus_hard_sharing"),
+    ("random", "best random", "searched_minus_random"),
+)
+
+
 def study_lines(result: Mapping[str, Any]) -> list[str]:
     lines = []
     corr = result["inherited_vs_retrained_val"]
@@ -21,10 +28,7 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
             f"inherited vs retrained val Δm over {len(result['archs'])} archs: Kendall τ {corr['kendall_tau']:.2f}, "
             f"Spearman ρ {corr['spearman_rho']:.2f}"
         )
-    for key, what in (
-        ("searched_minus_hard_sharing", "hard sharing"),
-        ("searched_minus_random", "best random"),
-    ):
+    for _, what, key in COMPARISONS:
         if key in result and result[key].get("same_arch"):
             lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch)")
         elif key in result:

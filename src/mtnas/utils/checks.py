@@ -42,8 +42,10 @@ def positive_number(key: str, value: Any, upper: float | None = None) -> float:
     return number
 
 
-def open_fraction(key: str, value: Any) -> float:
-    """`value` as a float strictly between 0 and 1."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ConfigError(key, f"got {value!r}; expected a fraction strictly between 0 and 1.")
+def open_fraction(key: str, value: Any, allow_zero: bool = False) -> float:
+    """`value` as a float strictly between 0 and 1, or also 0 (meaning "off") with `allow_zero`."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (0 <= value < 1 if allow_zero else 0 < value < 1):
+        expected = "a fraction ≥ 0 and < 1 (0 = off)" if allow_zero else "a fraction strictly between 0 and 1"
+        raise ConfigError(key, f"got {value!r}; expected {expected}.")
     return float(value)
