@@ -101,7 +101,7 @@ def _fake_evaluate(archs):
 def _spread_worker(rank: int, world: int, port: int, queue) -> None:
     import os
 
-    from mtnas.search.evaluator import spread_across_processes
+    from mtnas.utils.distributed import spread_across_processes
 
     os.environ["FAKE_RANK"] = str(rank)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -130,8 +130,8 @@ def test_search_candidates_are_spread_across_processes_each_evaluated_once():
         assert [r["rank"] for r in got[rank]] == [i % 2 for i in range(7)]  # each evaluated once, by one rank
 
 
-def test_nas_pipeline_under_ddp_sim(tmp_path, cache_dir):
-    """Supernet (find_unused_parameters), distributed search and retrain with 2 CPU processes."""
+def test_nas_pipeline_under_ddp_sim(tmp_path, cache_dir, monkeypatch):
+    """Supernet (find_unused_parameters), distributed search, retrain and study with 2 CPU processes."""
     from .test_nas import NAS_TINY
 
     run_dir = tmp_path / "run"
@@ -161,3 +161,25 @@ def test_nas_pipeline_under_ddp_sim(tmp_path, cache_dir):
     assert (run_dir / "arch.yaml").read_text().splitlines()[2:] == chosen.splitlines()[2:]
     records = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     assert len(records) == len(lines) and all(r["cost"]["latency_ms"] > 0 for r in records)
+
+    # `stage=study` under DDP: each process retrains its share of the archs alone, on its own device, and
+    # writes its units' files; the results equal a one-process study of the same run, number for number.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same threads per process in both (Lightning keeps it)
+    one_dir = tmp_path / "one"
+    shutil.copytree(run_dir, one_dir)
+    study = ["stage=study", "study.archs=0", "study.seeds=1", "study.random=false"]
+    res = run_cli([*NAS_TINY, "trainer=ddp_sim", *study, f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    log = res.stdout + res.stderr
+    assert "(process 0 of 2)" in log and "(process 1 of 2)" in log
+    res = run_cli([*NAS_TINY, *study, f"hydra.run.dir={one_dir}"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-4000:]
+    spread = json.loads((run_dir / "study/study.json").read_text())["archs"]
+    one = json.loads((one_dir / "study/study.json").read_text())["archs"]
+    assert set(spread) == set(one) == {"searched", "hard-sharing"}
+    for tag in one:
+        assert (run_dir / f"study/{tag}/seed0/fit.json").is_file()  # written by the process that trained it
+        assert spread[tag]["test_delta_m"] == pytest.approx(one[tag]["test_delta_m"], rel=1e-6)
+        assert spread[tag]["retrained_val_delta_m"] == pytest.approx(
+            one[tag]["retrained_val_delta_m"], rel=1e-6
+        )

@@ -8,7 +8,8 @@ only through these.
 
 Under DDP every process runs the same sequence (Lightning needs each Trainer call on every rank); only rank 0
 writes files, and values needed later are held in memory on all ranks rather than read back from files
-another rank may not have finished writing.
+another rank may not have finished writing. Inside `Run.alone()` each process instead trains and tests its
+own units on its own device (a study's retrains, spread across the processes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -36,6 +38,7 @@ from mtnas.lit.multitask import MultiTaskLitModule, nested_metrics
 from mtnas.metrics.delta_m import check_baselines
 from mtnas.search.cost import count_flops, count_params, measure_latency
 from mtnas.tasks import build_tasks
+from mtnas.utils.distributed import rank_and_world
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ class Run:
         self.cfg = cfg
         self.method = method
         self._seed: int | None = None  # set while `reseeded`
+        self._solo_group = None  # this process's one-member process group, while `alone`
         self.out = Path(cfg.paths.output_dir)
         self.tasks = list(cfg.tasks)
         self.available = OmegaConf.to_container(cfg.data.available_tasks, resolve=True)
@@ -92,6 +96,36 @@ class Run:
         finally:
             self._seed, self.dm.seed = None, int(self.cfg.seed)
             self.dm.datasets.pop("train", None)
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """Under DDP, let each process train and test units by itself, on its own device, and write their
+        files: for work spread across the processes (`spread_across_processes`), where each process trains
+        different models. Every process must enter it together (it creates process groups). Without a
+        process group it changes nothing."""
+        import torch.distributed as dist
+
+        rank, world = rank_and_world()
+        if world == 1:
+            yield
+            return
+        # Metrics must not sync with processes training other models: each gets a group of its own.
+        # new_group is collective, so every process creates every group.
+        groups = [dist.new_group([r]) for r in range(world)]
+        self._solo_group, writer = groups[rank], rank_zero_only.rank
+        rank_zero_only.rank = 0  # this process writes its own units' files, checkpoints and logs
+        # Lightning wraps a data module's own `prepare_data` in a barrier of all processes, which would wait
+        # for processes busy training other units. So the data is prepared here, together, and the trainers
+        # get the base class's no-op hook, which Lightning does not wrap.
+        if rank == 0:
+            self.dm.prepare_data()
+        dist.barrier()
+        self.dm.prepare_data = MethodType(pl.LightningDataModule.prepare_data, self.dm)
+        try:
+            yield
+        finally:
+            del self.dm.prepare_data
+            self._solo_group, rank_zero_only.rank = None, writer
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -211,6 +245,7 @@ class Run:
             self.check_same_tasks(unit, (state.get("hyper_parameters") or {}).get("tasks"), last)
             resumed_after = int(state.get("epoch", 0)) + 1
             del state
+        self.own_metrics(module)
         monitor, mode = getattr(module, "monitor", (None, "min"))
         callbacks = [EpochSeed(self.seed, unit.name), *checkpoint_callbacks(unit.dir, monitor, mode)]
         logger = self.logger(unit)
@@ -269,6 +304,7 @@ class Run:
                 f"(stage=all), or point hydra.run.dir at the run folder that holds them."
             )
         module = load_checkpoint(ckpt, ("model",))
+        self.own_metrics(module)
         trainer = self.trainer(unit, [], logger=False)
         res = trainer.test(module, datamodule=self.dm, verbose=False)
         return {
@@ -279,6 +315,15 @@ class Run:
             "flops": count_flops(module.model, self.image_size),
             "latency_ms": self.latency(module.model),
         }
+
+    def own_metrics(self, module: torch.nn.Module) -> None:
+        """While `alone`, the module's torchmetrics sync within this process only."""
+        if self._solo_group is not None:
+            from torchmetrics import Metric
+
+            for m in module.modules():
+                if isinstance(m, Metric):
+                    m.process_group = self._solo_group
 
     def latency(self, model: torch.nn.Module) -> float:
         """Median eval-mode forward time (ms) on the device the run trains on (`latency` config)."""
@@ -324,7 +369,15 @@ class Run:
             kwargs["use_distributed_sampler"] = False
         if max_epochs is not None:
             kwargs["max_epochs"] = int(max_epochs)
-        if unused_parameters and kwargs.get("strategy") == "ddp":
+        if self._solo_group is not None:  # `alone`: this process's device only
+            from pytorch_lightning.strategies import SingleDeviceStrategy
+
+            device = self.device
+            if device.type == "cuda":
+                device = torch.device("cuda", torch.cuda.current_device())  # DDP set it per process
+            kwargs.update(devices=[device.index] if device.type == "cuda" else 1, num_nodes=1)
+            kwargs.update(strategy=SingleDeviceStrategy(device), sync_batchnorm=False)
+        elif unused_parameters and kwargs.get("strategy") == "ddp":
             # Each supernet step uses a subset of the weights (sampled archs): DDP must not wait for the rest.
             kwargs["strategy"] = "ddp_find_unused_parameters_true"
         progress = bool(kwargs.pop("enable_progress_bar", True))

@@ -17,6 +17,7 @@ from mtnas.data.synthetic import SyntheticSpec, generate
 from mtnas.data.transforms import Compose, RandomHorizontalFlip, RandomScaleCrop
 from mtnas.errors import ConfigError
 from mtnas.tasks import Task, build_tasks
+from mtnas.utils.distributed import rank_and_world
 
 
 def generates_synthetic(data_cfg: Mapping[str, Any]) -> bool:
@@ -235,11 +236,8 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def _alternating_loader(
         self, subsets: tuple[list[int], list[int]], rounds: tuple[int, int]
     ) -> DataLoader:
-        import torch.distributed as dist
-
         bs = int(self.cfg["batch_size"])
-        distributed = dist.is_available() and dist.is_initialized()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        rank, world = rank_and_world()
         for k, subset in enumerate(subsets):
             if len(subset) < bs * world:
                 raise ConfigError(

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from mtnas.data.datamodule import AlternatingBatches, EpochShuffle, SubsetTagged
 from mtnas.data.files import read_image
 from mtnas.errors import ConfigError, DataError
+from mtnas.utils.distributed import rank_and_world
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SYNTHETIC_VERSION = 1
@@ -164,11 +165,8 @@ class ClassificationDataModule(pl.LightningDataModule):
                 drop_last=True,
                 **kwargs,
             )
-        import torch.distributed as dist
-
         subsets, rounds = self.alternating
-        distributed = dist.is_available() and dist.is_initialized()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        rank, world = rank_and_world()
         for k, subset in enumerate(subsets):
             if len(subset) < self.batch_size * world:
                 raise ConfigError(

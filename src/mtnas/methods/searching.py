@@ -148,7 +148,8 @@ class SearchMethod(Method):
     def scorer(self, run: Run, net, val_batches: int | None, prepare=None):
         """Score archs of `net` (`net(images, arch)`) by val Δm on the first `val_batches` val batches
         (all when None), spread across DDP processes; `prepare(arch)` runs before each (e.g. BN statistics)."""
-        from mtnas.search.evaluator import SubnetEvaluator, spread_across_processes
+        from mtnas.search.evaluator import SubnetEvaluator
+        from mtnas.utils.distributed import spread_across_processes
 
         baselines = run.load_baselines(required=True)
         run.dm.setup("validate")

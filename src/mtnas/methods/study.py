@@ -18,7 +18,8 @@ val Δm after retraining (mean over replicates), the test Δm mean ± std per ar
 searched − random, paired by replicate (replicate k of every arch trains as a run with `seed` + k would: initial
 weights, data order and augmentation; replicate 0 is thus the run's own `retrain/` again). Output: `study/study.json`, `study/study.md`,
 `study/study.png` (inherited vs retrained Δm). Every retrain is a unit with its own folder
-(`study/<arch tag>/seed<k>/`): a killed study resumes where it stopped.
+(`study/<arch tag>/seed<k>/`): a killed study resumes where it stopped. Under DDP the retrains are spread
+across the processes, each trained by one process on its own device (`Run.alone`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mtnas.run import Unit, unit_seed
 from mtnas.search.pareto import pareto_front, select
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.utils.checks import optional_positive_int, positive_int
+from mtnas.utils.distributed import rank_and_world, spread_across_processes
 
 if TYPE_CHECKING:
     from mtnas.run import Run
@@ -195,7 +197,9 @@ class Study:
         unit = Unit("multitask", self.dir / tag / f"seed{k}", tuple(run.tasks))
         with run.reseeded(run.seed + k):
             if not (unit.dir / "fit.json").exists():
-                run.announce(f"study: {tag}, seed {run.seed} → {unit.dir}")
+                rank, world = rank_and_world()
+                by = f" (process {rank} of {world})" if world > 1 else ""
+                run.announce(f"study: {tag}, seed {run.seed} → {unit.dir}{by}")
             fit = method.train_arch(run, arch, unit, self.settings.max_epochs)
         return {"fit": fit, "test": run.test(unit)}
 
@@ -205,8 +209,14 @@ class Study:
         ref_test = {u.tasks[0]: run.test(u)["test"][u.tasks[0]] for u in run.baseline_units}
         dirs = {t: task.delta_m_directions for t, task in run.task_objs.items()}
         conv = run.cfg.delta_m.convention
+        jobs = [(tag, k) for tag in candidates for k in range(self.settings.seeds)]
+        with run.alone():  # under DDP each process retrains every world-th (arch, replicate) by itself
+            done = spread_across_processes(
+                lambda mine: [self.retrain(tag, candidates[tag]["arch"], k) for tag, k in mine]
+            )(jobs)
+        retrained = dict(zip(jobs, done, strict=True))
         for tag, c in candidates.items():
-            runs = [self.retrain(tag, c["arch"], k) for k in range(self.settings.seeds)]
+            runs = [retrained[tag, k] for k in range(self.settings.seeds)]
             c["retrained_val_delta_m"] = [r["fit"].get("val_delta_m") for r in runs]
             c["test_delta_m"] = [delta_m(r["test"]["test"], ref_test, dirs, conv) for r in runs]
             c["test"] = [r["test"]["test"] for r in runs]

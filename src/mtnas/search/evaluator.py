@@ -55,27 +55,3 @@ class SubnetEvaluator:
                 {"delta_m": delta_m(results, self.baselines, self.dirs, self.convention), "metrics": results}
             )
         return out
-
-
-def spread_across_processes(evaluate):
-    """Wrap a batch evaluator so that, under torch.distributed, each process evaluates every world-th
-    candidate and all processes get all results (in order): each candidate is evaluated exactly once,
-    and search speed grows with the number of GPUs. Every process must call it with the same list
-    (the search RNG is seeded identically everywhere). Without a process group it is `evaluate`."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return evaluate
-
-    def run(archs: list) -> list:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        mine = evaluate(archs[rank::world]) if archs[rank::world] else []
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, mine)
-        out: list = [None] * len(archs)
-        for r, results in enumerate(gathered):
-            for j, result in enumerate(results):
-                out[r + j * world] = result
-        return out
-
-    return run

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mtnas.utils.distributed import rank_and_world
 from mtnas.utils.io import atomic_write_json
 
 
@@ -40,10 +41,9 @@ class LatencyTable:
             # Under DDP every process must see the same cost, or their budgeted samples (and so their
             # candidate lists) would diverge: rank 0 measures, the others receive its number. All ranks
             # ask for the same archs in the same order (one seeded RNG), so the broadcasts line up.
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
+            rank, world = rank_and_world()
             value = [round(float(measure()), 4) if rank == 0 else None]
-            if distributed and torch.distributed.get_world_size() > 1:
+            if world > 1:
                 torch.distributed.broadcast_object_list(value, src=0)
             self.entries[full] = value[0]
             self.measured += 1
