@@ -94,24 +94,38 @@ def test_ddp_sim_training_and_evaluation_match_single_process(tmp_path, cache_di
 
 def _fake_evaluate(archs):
     import os
+    import time
 
-    return [{"delta_m": float(a), "rank": int(os.environ["FAKE_RANK"])} for a in archs]
+    rank = int(os.environ["FAKE_RANK"])
+    time.sleep(float(os.environ["FAKE_SLEEP"]) * (rank == 0))  # rank 0 finishes late
+    return [{"delta_m": float(a), "rank": rank} for a in archs]
 
 
-def _spread_worker(rank: int, world: int, port: int, queue) -> None:
+def _spread_worker(rank: int, world: int, port: int, queue, phases) -> None:
+    import datetime
     import os
 
     from mtnas.utils.distributed import spread_across_processes
 
     os.environ["FAKE_RANK"] = str(rank)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    results = spread_across_processes(_fake_evaluate)(list(range(7)))
-    queue.put((rank, results))
-    dist.barrier()
+    timeout = datetime.timedelta(seconds=2)
+    dist.init_process_group("gloo", f"tcp://127.0.0.1:{port}", timeout=timeout, rank=rank, world_size=world)
+    out = []
+    for patient, sleep in phases:
+        os.environ["FAKE_SLEEP"] = str(sleep)
+        try:
+            out.append(spread_across_processes(_fake_evaluate, patient=patient)(list(range(7))))
+        except RuntimeError as err:  # the gather timed out
+            out.append(str(err))
+            break
+    queue.put((rank, out))
     dist.destroy_process_group()
 
 
-def test_search_candidates_are_spread_across_processes_each_evaluated_once():
+def test_work_is_spread_across_processes_each_item_done_once_and_patiently_when_asked():
+    """Each item is done by one process and all processes get all results. A study's processes may finish
+    hours apart: the group's timeout (2 s here) ends a plain gather, a patient spread waits for the late
+    process (rank 0 finishing 3 s after rank 1)."""
     import socket
 
     with socket.socket() as s:
@@ -119,15 +133,19 @@ def test_search_candidates_are_spread_across_processes_each_evaluated_once():
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_spread_worker, args=(r, 2, port, queue)) for r in range(2)]
+    phases = [(False, 0.0), (True, 3.0), (False, 3.0)]
+    procs = [ctx.Process(target=_spread_worker, args=(r, 2, port, queue, phases)) for r in range(2)]
     for p in procs:
         p.start()
     got = dict(queue.get(timeout=120) for _ in range(2))
     for p in procs:
         p.join(timeout=60)
     for rank in (0, 1):
-        assert [r["delta_m"] for r in got[rank]] == [float(i) for i in range(7)]  # all results, in order
-        assert [r["rank"] for r in got[rank]] == [i % 2 for i in range(7)]  # each evaluated once, by one rank
+        plain, patient = got[rank][:2]
+        assert [r["delta_m"] for r in plain] == [float(i) for i in range(7)]  # all results, in order
+        assert [r["rank"] for r in plain] == [i % 2 for i in range(7)]  # each done once, by one rank
+        assert [r["delta_m"] for r in patient] == [float(i) for i in range(7)]
+    assert isinstance(got[1][2], str)  # without patience rank 1's gather times out waiting for rank 0
 
 
 def test_nas_pipeline_under_ddp_sim(tmp_path, cache_dir, monkeypatch):

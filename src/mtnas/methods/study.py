@@ -212,7 +212,7 @@ class Study:
         jobs = [(tag, k) for tag in candidates for k in range(self.settings.seeds)]
         with run.alone():  # under DDP each process retrains every world-th (arch, replicate) by itself
             done = spread_across_processes(
-                lambda mine: [self.retrain(tag, candidates[tag]["arch"], k) for tag, k in mine]
+                lambda mine: [self.retrain(tag, candidates[tag]["arch"], k) for tag, k in mine], patient=True
             )(jobs)
         retrained = dict(zip(jobs, done, strict=True))
         for tag, c in candidates.items():
