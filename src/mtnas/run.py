@@ -125,6 +125,7 @@ class Run:
             yield
         finally:
             del self.dm.prepare_data
+            dist.destroy_process_group(self._solo_group)
             self._solo_group, rank_zero_only.rank = None, writer
 
     @property
@@ -375,8 +376,10 @@ class Run:
             device = self.device
             if device.type == "cuda":
                 device = torch.device("cuda", torch.cuda.current_device())  # DDP set it per process
-            kwargs.update(devices=[device.index] if device.type == "cuda" else 1, num_nodes=1)
-            kwargs.update(strategy=SingleDeviceStrategy(device), sync_batchnorm=False)
+            devices = [device.index] if device.type == "cuda" else 1
+            kwargs.update(
+                devices=devices, num_nodes=1, strategy=SingleDeviceStrategy(device), sync_batchnorm=False
+            )
         elif unused_parameters and kwargs.get("strategy") == "ddp":
             # Each supernet step uses a subset of the weights (sampled archs): DDP must not wait for the rest.
             kwargs["strategy"] = "ddp_find_unused_parameters_true"
