@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from .conftest import TINY, assert_onnx_matches, run_cli
 
@@ -225,49 +224,3 @@ def test_an_unusable_run_folder_is_one_paragraph(tmp_path, cache_dir):
         f"the run folder {tmp_path / 'afile' / 'run'} cannot be used: {tmp_path / 'afile'} is a file"
         in res.stderr
     )
-
-
-def test_a_ctrl_c_whose_exception_python_dropped_still_ends_training(monkeypatch):
-    """Python drops a KeyboardInterrupt raised inside a finalizer; the SIGINT handler's note still stops the
-    trainer after that batch (and Lightning's graceful shutdown exits, which the CLI reports as interrupted)."""
-    import signal
-
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from mtnas.run import StopOnInterrupt
-    from mtnas.utils import interrupt
-
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch, _):
-            return self.layer(batch[0]).pow(2).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    batches = []
-
-    class Count(pl.Callback):
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            batches.append(batch_idx)
-
-    with interrupt.InterruptWatch() as watch:
-        # The handler ran (as on Ctrl-C) but its KeyboardInterrupt never reached the training loop.
-        monkeypatch.setattr(watch, "previous", lambda *_: None)
-        watch._note(signal.SIGINT, None)
-        trainer = pl.Trainer(
-            max_epochs=3,
-            callbacks=[Count(), StopOnInterrupt()],
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-        )
-        with pytest.raises(SystemExit):
-            trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2))
-    assert batches == [0] and watch.seen
-    assert not interrupt.interrupt_requested()  # the note ends with the watch

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import hydra
 from omegaconf import DictConfig
 
 from mtnas.errors import MtnasError
-from mtnas.utils.interrupt import InterruptWatch
 
 _STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
 
@@ -40,6 +40,28 @@ def report_error(err: MtnasError) -> None:
     _to_run_log(logging.ERROR, f"mtnas: {err}")
 
 
+class _InterruptWatch:
+    """Notes Ctrl-C before passing it on: Lightning turns it into `sys.exit(1)` during `fit`, so the
+    KeyboardInterrupt alone cannot tell an interrupted run from a failed one."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGINT)
+        if callable(self.previous):
+            signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.seen = True
+        self.previous(signum, frame)
+
+    def __exit__(self, *exc):
+        if callable(self.previous):
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def report_interrupt(out_dir: str) -> None:
     if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
         return  # one message per run, not one per process
@@ -61,7 +83,7 @@ def report_interrupt(out_dir: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    with InterruptWatch() as interrupt:
+    with _InterruptWatch() as interrupt:
         try:
             from mtnas.config import validate
 

@@ -39,7 +39,6 @@ from mtnas.metrics.delta_m import check_baselines
 from mtnas.search.cost import count_flops, count_params, measure_latency
 from mtnas.tasks import build_tasks
 from mtnas.utils.distributed import rank_and_world
-from mtnas.utils.interrupt import interrupt_requested
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 if TYPE_CHECKING:
@@ -385,7 +384,7 @@ class Run:
             # Each supernet step uses a subset of the weights (sampled archs): DDP must not wait for the rest.
             kwargs["strategy"] = "ddp_find_unused_parameters_true"
         progress = bool(kwargs.pop("enable_progress_bar", True))
-        callbacks = [*callbacks, StopOnInterrupt()]
+        callbacks = list(callbacks)
         if progress:
             from pytorch_lightning.callbacks import RichProgressBar
 
@@ -582,17 +581,6 @@ def unit_seed(seed: int, *parts: object) -> int:
     """A seed of its own for `parts` (a unit, an epoch), stable across processes and Python versions."""
     digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-class StopOnInterrupt(pl.Callback):
-    """Ends training after the batch during which Ctrl-C came, even where Python dropped the KeyboardInterrupt
-    (raised inside a finalizer; see `utils.interrupt`)."""
-
-    def _check(self, *_: Any) -> None:
-        if interrupt_requested():
-            raise KeyboardInterrupt
-
-    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _check
 
 
 class EpochSeed(pl.Callback):
