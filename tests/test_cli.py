@@ -151,7 +151,13 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_resumes(tmp_path, cache_dir):
     env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     exe = Path(sys.executable).parent / "mtnas"
     proc = subprocess.Popen(
-        [str(exe), *args, "trainer.max_epochs=500"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        [str(exe), *args, "trainer.max_epochs=500"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a suite started in the background (`... &`) ignores SIGINT, and children inherit it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     last = run_dir / "train/last.ckpt"
     deadline = time.monotonic() + 300
