@@ -19,7 +19,7 @@ demo: install  ## run the built-in demo end to end on the CPU (a few minutes)
 	$(RUN) mtnas +experiment=demo
 
 test: install  ## run the test suite
-	$(RUN) pytest -q --durations=15
+	$(RUN) pytest -q -n auto --maxprocesses=4 --durations=15
 
 test-fast: install  ## the tests that do not start the CLI or train end to end
 	$(RUN) pytest -q -m "not slow"
