@@ -138,6 +138,7 @@ def test_every_spec_config_instantiates(group, option):
         ("space=vit_demo +space.foo=1", "space.foo"),
         ("space=vit_demo retrain.init=warm", "retrain.init"),
         ("space=vit_demo supernet.max_epochs=0", "supernet.max_epochs"),
+        ("space=vit_demo supernet.task_specific_largest=maybe", "supernet.task_specific_largest"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

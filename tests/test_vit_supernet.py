@@ -322,6 +322,28 @@ def test_shared_warmup_trains_shared_blocks_then_branches_task_blocks_from_them(
     assert module.task_blocks_branched and SupernetLitModule.load_from_checkpoint(ckpt).task_blocks_branched
 
 
+def test_task_specific_largest_trains_every_task_copy_at_every_step_after_the_warmup():
+    import pytorch_lightning as pl
+
+    module, loader = tiny_supernet_module(shared_warmup=0.5, task_specific_largest=True, num_random=0)
+    specific = module.space.largest(task_specific=True)
+    seen = {}
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1:  # just branched: the task blocks equal their shared blocks
+                seen["branched"] = {k: v.clone() for k, v in pl_module.net.task_blocks.state_dict().items()}
+            seen[trainer.current_epoch] = pl_module.sample_archs()
+
+    quiet_trainer(max_epochs=2, callbacks=[Probe()]).fit(module, train_dataloaders=loader)
+    assert specific not in seen[0] and specific in seen[1]
+    assert seen[1][:2] == [module.space.largest(), module.space.smallest()]
+    # With no random archs, only the task-specific largest arch can have moved the task copies: all of them.
+    after = module.net.task_blocks.state_dict()
+    moved = {".".join(k.split(".")[:2]) for k, v in seen["branched"].items() if not torch.equal(v, after[k])}
+    assert moved == {f"{t}.{i}" for t in ("semseg", "depth") for i in range(4)}
+
+
 def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
     from mtnas.errors import ConfigError
     from mtnas.pipeline import Pipeline

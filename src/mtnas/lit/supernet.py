@@ -6,7 +6,8 @@ largest arch's predictions are also targets for the others (in-place distillatio
 `shared_warmup = f > 0`, the first ⌊f × epochs⌋ epochs train shared blocks only (every sampled arch without
 task-specific layers); then each task-specific copy starts from its trained shared block, optimizer state
 included, instead of from its initial weights, which it would otherwise learn from only when a random arch
-picks it. Every process samples the same archs (one seeded RNG) and branches at the same epoch, so DDP's
+picks it. With `task_specific_largest`, every step after the warm-up also trains the largest arch with every
+layer task-specific, so each task's copies train at every step as the shared blocks do. Every process samples the same archs (one seeded RNG) and branches at the same epoch, so DDP's
 gradient all-reduce sees the same graph everywhere.
 """
 
@@ -81,6 +82,7 @@ class SupernetLitModule(pl.LightningModule):
         self.num_random = int(supernet.get("num_random", 2))
         self.distill = float(supernet.get("distill", 0.0))
         self.shared_warmup = float(supernet.get("shared_warmup", 0.0))
+        self.task_specific_largest = bool(supernet.get("task_specific_largest", False))
         # Saved in checkpoints, so a run resumed after the branching never copies over trained task blocks.
         self.task_blocks_branched = False
         self.rng = random.Random(seed)
@@ -123,9 +125,11 @@ class SupernetLitModule(pl.LightningModule):
         self.task_blocks_branched = bool(checkpoint.get("task_blocks_branched", False))
 
     def sample_archs(self) -> list:
-        archs = [self.space.largest(), self.space.smallest()] + [
-            self.space.sample(self.rng) for _ in range(self.num_random)
-        ]
+        archs = [self.space.largest(), self.space.smallest()]
+        specific = self.space.largest(task_specific=True)
+        if self.task_specific_largest and not self.in_shared_warmup and specific not in archs:
+            archs.append(specific)
+        archs += [self.space.sample(self.rng) for _ in range(self.num_random)]
         if self.in_shared_warmup:
             archs = [a.hard_sharing() for a in archs]
         return archs

@@ -84,10 +84,9 @@ class OneShotMethod(SearchMethod):
         non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
         # A fraction below 1, so that task-specific blocks train after the warm-up of shared ones.
         open_fraction("supernet.shared_warmup", self.supernet.get("shared_warmup", 0.0), allow_zero=True)
-        if not isinstance(self.supernet.get("compile", False), bool):
-            raise ConfigError(
-                "supernet.compile", f"got {self.supernet['compile']!r}; expected true or false."
-            )
+        for key in ("compile", "task_specific_largest"):
+            if not isinstance(self.supernet.get(key, False), bool):
+                raise ConfigError(f"supernet.{key}", f"got {self.supernet[key]!r}; expected true or false.")
         optional_positive_int("retrain.max_epochs", self.retrain.get("max_epochs"))
         timm_init = self.supernet.get("timm_init")
         if timm_init is not None and (
@@ -235,9 +234,12 @@ class OneShotMethod(SearchMethod):
         stages[stage](run)
 
     def search_anchors(self) -> list[ViTArch]:
-        """The sandwich rule's largest and smallest archs: trained at every supernet step, so their inherited
-        scores are the supernet's most reliable; the largest is also hard sharing at the space's full size."""
-        return [self.space.largest(), self.space.smallest()]
+        """The sandwich rule's archs: trained at every supernet step, so their inherited scores are the
+        supernet's most reliable; the largest is also hard sharing at the space's full size."""
+        anchors = [self.space.largest(), self.space.smallest()]
+        if self.supernet.get("task_specific_largest", False):
+            anchors.append(self.space.largest(task_specific=True))
+        return anchors
 
     def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
         """The space's hard-sharing arch (no task-specific layer) closest in params to `searched`, within the
