@@ -101,3 +101,17 @@ def test_a_train_split_smaller_than_the_batch_is_a_config_error(tmp_path):
     assert len(dm.val_dataloader()) >= 1  # evaluation keeps partial batches
     dm.cfg["batch_size"] = 3
     assert len(dm.train_dataloader()) == 1
+
+
+def test_the_autoencoding_target_is_the_input_image_itself(tmp_path):
+    overrides = ["data.synthetic.num_train=4", "data.synthetic.height=32", "data.synthetic.width=32"]
+    cfg = compose_cfg([*overrides, "data.batch_size=4"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    dm = MultiTaskDataModule(data, ["semseg", "autoencoding"], tmp_path, False)
+    dm.prepare_data()
+    val = next(iter(dm.val_dataloader()))
+    assert val["autoencoding"].shape == val["image"].shape and val["autoencoding"].equal(val["image"])
+    # Training crops, zooms and flips both alike; only the zoom's resampling differs (bilinear for the input,
+    # nearest for a regression target, which may hold NaN = invalid).
+    train = next(iter(dm.train_dataloader()))
+    assert (train["autoencoding"] - train["image"]).abs().mean() < 0.05
