@@ -7,8 +7,9 @@ largest arch's predictions are also targets for the others (in-place distillatio
 task-specific layers); then each task-specific copy starts from its trained shared block, optimizer state
 included, instead of from its initial weights, which it would otherwise learn from only when a random arch
 picks it. With `task_specific_largest`, every step after the warm-up also trains the largest arch with every
-layer task-specific, so each task's copies train at every step as the shared blocks do. Every process samples the same archs (one seeded RNG) and branches at the same epoch, so DDP's
-gradient all-reduce sees the same graph everywhere.
+layer task-specific, so each task's copies train at every step as the shared blocks do. Every process samples
+the same archs (one seeded RNG) and branches at the same epoch, so DDP's gradient all-reduce sees the same
+graph everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import build_space
 from mtnas.supernet import ViTSupernet
+from mtnas.supernet.vit import sandwich_archs
 from mtnas.tasks import build_tasks, image_level
 
 
@@ -125,14 +127,11 @@ class SupernetLitModule(pl.LightningModule):
         self.task_blocks_branched = bool(checkpoint.get("task_blocks_branched", False))
 
     def sample_archs(self) -> list:
-        archs = [self.space.largest(), self.space.smallest()]
-        specific = self.space.largest(task_specific=True)
-        if self.task_specific_largest and not self.in_shared_warmup and specific not in archs:
-            archs.append(specific)
-        archs += [self.space.sample(self.rng) for _ in range(self.num_random)]
         if self.in_shared_warmup:
-            archs = [a.hard_sharing() for a in archs]
-        return archs
+            fixed = [a.hard_sharing() for a in sandwich_archs(self.space)]
+            return fixed + [self.space.sample(self.rng).hard_sharing() for _ in range(self.num_random)]
+        fixed = sandwich_archs(self.space, self.task_specific_largest)
+        return fixed + [self.space.sample(self.rng) for _ in range(self.num_random)]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt = self.optimizers()

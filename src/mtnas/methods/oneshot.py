@@ -24,7 +24,7 @@ from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Strategy
 from mtnas.space import ViTArch, build_space
-from mtnas.supernet.vit import ViTCost, subnet_spec
+from mtnas.supernet.vit import ViTCost, sandwich_archs, subnet_spec
 from mtnas.utils.checks import (
     non_negative_number,
     one_of,
@@ -234,12 +234,7 @@ class OneShotMethod(SearchMethod):
         stages[stage](run)
 
     def search_anchors(self) -> list[ViTArch]:
-        """The sandwich rule's archs: trained at every supernet step, so their inherited scores are the
-        supernet's most reliable; the largest is also hard sharing at the space's full size."""
-        anchors = [self.space.largest(), self.space.smallest()]
-        if self.supernet.get("task_specific_largest", False):
-            anchors.append(self.space.largest(task_specific=True))
-        return anchors
+        return sandwich_archs(self.space, self.supernet.get("task_specific_largest", False))
 
     def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
         """The space's hard-sharing arch (no task-specific layer) closest in params to `searched`, within the

@@ -152,6 +152,17 @@ def _distinct_block_layers(arch, tasks: list[str]) -> list[int]:
     return [i for i, _ in {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}]
 
 
+def sandwich_archs(space: ViTSpace, task_specific_largest: bool = False) -> list[ViTArch]:
+    """The archs the sandwich rule trains at every supernet step (after any shared warm-up): the largest (hard
+    sharing at full size), the smallest and, with `task_specific_largest`, the largest with every layer
+    task-specific. Their inherited scores are the supernet's most reliable, so searches start from them."""
+    archs = [space.largest(), space.smallest()]
+    specific = space.largest(task_specific=True)
+    if task_specific_largest and specific not in archs:
+        archs.append(specific)
+    return archs
+
+
 @dataclass(frozen=True)
 class ViTCost:
     """Analytic params and FLOPs of any subnet of one ViT supernet geometry, without building a module
