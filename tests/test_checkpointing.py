@@ -160,6 +160,33 @@ def test_checkpoints_are_written_atomically_beside_their_target(tmp_path, monkey
     assert torch.load(target)["epoch"] == 1 and [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
 
 
+def test_ctrl_c_during_a_checkpoint_write_stops_the_run_after_the_write(tmp_path, monkeypatch):
+    """Ctrl-C inside torch.save broke the zip writer (reported as a full disk, exit 2, or an abort from its
+    destructor); now the checkpoint being written is completed and kept, then the interrupt is raised."""
+    import os
+    import signal
+
+    from mtnas.lit.checkpoint import RunFolderCheckpointIO
+
+    real_save = torch.save
+
+    def save_with_ctrl_c_in_the_middle(obj, f):
+        f.write(b"")
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, f)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        monkeypatch.setattr(torch, "save", save_with_ctrl_c_in_the_middle)
+        with pytest.raises(KeyboardInterrupt):
+            RunFolderCheckpointIO().save_checkpoint({"epoch": 2}, tmp_path / "last.ckpt")
+        monkeypatch.undo()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert torch.load(tmp_path / "last.ckpt")["epoch"] == 2 and len(list(tmp_path.iterdir())) == 1
+
+
 @pytest.mark.slow
 def test_a_truncated_last_ckpt_names_the_file_and_what_to_do(tmp_path, cache_dir):
     from .conftest import TINY, run_cli

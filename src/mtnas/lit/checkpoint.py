@@ -7,9 +7,13 @@ unpickling error or a KeyError from deep inside torch or Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +64,28 @@ def read_checkpoint(path: Path, expected: str = "", key: str | None = None) -> d
         ) from None
 
 
+@contextlib.contextmanager
+def _ctrl_c_after_the_write() -> Iterator[None]:
+    """Ctrl-C during a checkpoint write takes effect once the write is done. Interrupted inside torch.save, the
+    zip writer fails on its half-written archive (reported as a full disk) or aborts the process from its
+    destructor, and the user never sees how to resume."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets Python's SIGINT
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:  # ignored, or the user's own handler: leave it be
+        yield
+        return
+    pressed: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 class RunFolderCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically on the run folder's own filesystem: a temp file beside the target,
     fsync, then rename. (Lightning stages through the system temp folder and moves the file across
@@ -73,22 +99,23 @@ class RunFolderCheckpointIO(TorchCheckpointIO):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         except OSError as err:
             raise MtnasError(f"cannot write checkpoint {path}: {err.strerror or err}.") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
-            Path(tmp).unlink(missing_ok=True)
-            raise MtnasError(
-                f"cannot write checkpoint {path}: {str(err).splitlines()[0]} (a full disk or a read-only "
-                "folder?). The last complete checkpoint is kept; free space and rerun to continue."
-            ) from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with _ctrl_c_after_the_write():  # a Ctrl-C keeps the checkpoint being written, then stops the run
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+                Path(tmp).unlink(missing_ok=True)
+                raise MtnasError(
+                    f"cannot write checkpoint {path}: {str(err).splitlines()[0]} (a full disk or a read-only "
+                    "folder?). The last complete checkpoint is kept; free space and rerun to continue."
+                ) from None
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
 
 def load_checkpoint(
