@@ -302,3 +302,48 @@ def test_nsga2_searches_params_and_flops_and_picks_the_knee(tmp_path, cache_dir)
     chosen = yaml.safe_load((run_dir / "arch.yaml").read_text())
     assert chosen in [r["arch"] for r in fronts["params"]]
     assert "(knee of the front)" in (run_dir / "arch.yaml").read_text()
+
+
+def test_search_finetune_rescores_its_best_candidates_and_the_study_ranks_by_that_score(tmp_path, cache_dir):
+    """`search.finetune_top=k`: the k best archs by inherited val Δm are each fine-tuned briefly from their
+    inherited weights and the search selects by that score; the study scores its archs the same way and reports
+    the fine-tuned score's τ beside the inherited one's."""
+    run_dir = tmp_path / "run"
+    args = [
+        *NAS_TINY,
+        "search.finetune_top=2",
+        "search.finetune_epochs=1",
+        "search.select=best",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = run_cli([*args, "stage=all"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
+    finetuned = json.loads((run_dir / "search/finetuned.json").read_text())
+
+    # The candidates: the best by inherited val Δm of each sharing level (number of task-specific layers), in turn.
+    def level(arch):
+        return sum(bool(layer["task_specific"]) for layer in arch["layers"])
+
+    best = max(population, key=lambda r: r["delta_m"])
+    runner_up = max(
+        (r for r in population if level(r["arch"]) != level(best["arch"])), key=lambda r: r["delta_m"]
+    )
+    assert [r["arch"] for r in finetuned] == [best["arch"], runner_up["arch"]]
+    assert [r["inherited_delta_m"] for r in finetuned] == [best["delta_m"], runner_up["delta_m"]]
+    units = sorted((run_dir / "search/finetune").iterdir())
+    assert len(units) == 2 and all((u / "fit.json").is_file() and not list(u.glob("*.ckpt")) for u in units)
+    scores = sorted(json.loads((u / "fit.json").read_text())["val_delta_m"] for u in units)
+    assert sorted(r["delta_m"] for r in finetuned) == scores
+    chosen = max(finetuned, key=lambda r: r["delta_m"])
+    assert yaml.safe_load((run_dir / "arch.yaml").read_text()) == chosen["arch"]
+    assert "of the best 2 after a 1-epoch fine-tune" in (run_dir / "arch.yaml").read_text()
+
+    res = run_cli([*args, "stage=study", "study.archs=1", "study.seeds=1"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((run_dir / "study/study.json").read_text())
+    searched = result["archs"]["searched"]
+    assert searched["finetuned_delta_m"] == chosen["delta_m"]  # the search's own fine-tune, reused
+    assert searched["inherited_delta_m"] == chosen["inherited_delta_m"]
+    assert set(result["finetuned_vs_retrained_val"]) == {"kendall_tau", "spearman_rho"}
+    assert "fine-tuned val Δm" in (run_dir / "study/study.md").read_text()

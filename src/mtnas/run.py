@@ -208,15 +208,17 @@ class Run:
         depend on which stages ran before it in this process (`stage=` splits give a `stage=all` run's)."""
         pl.seed_everything(unit_seed(self.seed, unit.name), workers=True, verbose=False)
 
-    def lit_module(self, unit: Unit, model: Mapping[str, Any]) -> MultiTaskLitModule:
-        """A static model (`model`: its `_target_` spec) trained on `unit.tasks`; multi-task units track
-        val Δm against the baselines when they exist. Seeded for its unit."""
+    def lit_module(self, unit: Unit, model: Mapping[str, Any], lr_scale: float = 1.0) -> MultiTaskLitModule:
+        """A static model (`model`: its `_target_` spec) trained on `unit.tasks` at `lr_scale` × `optim.lr`;
+        multi-task units track val Δm against the baselines when they exist. Seeded for its unit."""
         self.seed_unit(unit)
+        optim = self.section("optim")
+        optim["lr"] = float(optim["lr"]) * lr_scale
         return MultiTaskLitModule(
             tasks=list(unit.tasks),
             available_tasks=self.available,
             model=dict(model),
-            optim=self.section("optim"),
+            optim=optim,
             loss=self.section("loss"),
             image_size=self.image_size,
             baselines_val=self.baselines_val() if len(unit.tasks) > 1 else None,

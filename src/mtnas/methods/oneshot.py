@@ -74,6 +74,9 @@ class OneShotMethod(SearchMethod):
         self.strategy: Strategy = instantiate_spec(search, "search", lenient=True)
         self.objectives, self.select_rule = self.strategy.objectives, self.strategy.select
         self.select_tolerance = self.strategy.tolerance
+        self.finetune_top = self.strategy.finetune_top
+        self.finetune_epochs = self.strategy.finetune_epochs
+        self.finetune_lr_scale = self.strategy.finetune_lr_scale
         self.search_name = self.strategy.name
         self.supernet = dict(supernet)
         self.retrain = dict(retrain)
@@ -317,8 +320,15 @@ class OneShotMethod(SearchMethod):
         records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
         if not records:
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
-        best = select(records, self.select_rule, self.objectives, self.select_tolerance)
+        candidates = records
+        if self.finetune_top:
+            candidates = self.finetuned(run, records)
+            if run.is_writer:
+                run.write_json(self.search_dir(run) / "finetuned.json", candidates)
+        best = select(candidates, self.select_rule, self.objectives, self.select_tolerance)
         rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
+        if self.finetune_top:
+            rule += f" of the best {len(candidates)} after a {self.finetune_epochs}-epoch fine-tune"
         self.write_choice(run, log, records, best, f"{name} search{rule}")
         arch = self._searched
         run.announce(
@@ -327,6 +337,9 @@ class OneShotMethod(SearchMethod):
             f"{len(records)} within the budget; chosen {arch.describe()} (val Δm {best['delta_m']:+.2f} %) "
             f"→ {arch_path}"
         )
+
+    def sharing_level(self, arch: Mapping[str, Any]) -> int:
+        return sum(bool(layer["task_specific"]) for layer in arch["layers"])
 
     def arch_columns(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         return {

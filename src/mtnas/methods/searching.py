@@ -93,6 +93,10 @@ class SearchMethod(Method):
     objectives: tuple[str, ...] = ("params",)
     select_rule: str = "best"
     select_tolerance: float = 0.5  # select_rule "frugal": points of val Δm
+    # Re-scoring before selection (`search.finetune_*`): the best `top` by inherited val Δm, fine-tuned.
+    finetune_top: int = 0
+    finetune_epochs: int = 2
+    finetune_lr_scale: float = 0.1
     search_name: str = "search"
     retrain: dict[str, Any]
     arch_file: Path | None = None  # `arch=`: an arch file to retrain
@@ -281,16 +285,71 @@ class SearchMethod(Method):
     def retrain_arch(self, run: Run) -> None:
         self.train_arch(run, self.searched_arch(run), run.multitask_unit(self.final_folder))
 
-    def train_arch(self, run: Run, arch, unit: Unit, max_epochs: int | None = None) -> dict[str, Any]:
-        """Train `arch` as a static model into `unit.dir` with the retrain recipe (`retrain.init`; `max_epochs`,
-        default `retrain.max_epochs`): the chosen arch's retrain, and each of a study's retrains."""
+    def train_arch(
+        self,
+        run: Run,
+        arch,
+        unit: Unit,
+        max_epochs: int | None = None,
+        init: str | None = None,
+        lr_scale: float = 1.0,
+    ) -> dict[str, Any]:
+        """Train `arch` as a static model into `unit.dir` with the retrain recipe (`init`, default `retrain.init`;
+        `max_epochs`, default `retrain.max_epochs`; `lr_scale` × `optim.lr`): the chosen arch's retrain, each
+        of a study's retrains, and the short fine-tunes that re-score the search's best (`finetuned`)."""
         if not (unit.dir / "fit.json").exists():
             # A record beside the weights of exactly what was trained (arch= files may change later).
             run.write_text(unit.dir / "arch.yaml", yaml.safe_dump(arch.to_dict(), sort_keys=False))
-        module = run.lit_module(unit, self.subnet_model(arch))
-        if self.retrain["init"] == "inherited" and not (unit.dir / "last.ckpt").exists():
+        module = run.lit_module(unit, self.subnet_model(arch), lr_scale)
+        if (init or self.retrain["init"]) == "inherited" and not (unit.dir / "last.ckpt").exists():
             module.model.load_state_dict(self.inherited_weights(run, arch))
         return run.fit(unit, module, max_epochs or self.retrain.get("max_epochs"))
+
+    def sharing_level(self, arch: Mapping[str, Any]) -> int:
+        """How far `arch` departs from hard sharing (the one-shot method: its number of task-specific layers);
+        `finetuned` takes its candidates across these levels. One level by default."""
+        return 0
+
+    def finetuned(self, run: Run, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`finetune_top` of `records`, each re-scored by `finetuned_delta_m` (`inherited_delta_m` keeps the
+        first score). Inherited weights favour the archs the supernet trained most: its sandwich trains hard
+        sharing (largest and smallest) at every step, task-specific copies only when sampled, so inherited
+        scores are biased by sharing level. The candidates are therefore the best by inherited val Δm *within*
+        each sharing level, taken in turn (best level first), and the short fine-tune compares them across levels."""
+        levels: dict[int, list[dict[str, Any]]] = {}
+        for r in sorted(records, key=lambda r: -r["delta_m"]):
+            levels.setdefault(self.sharing_level(r["arch"]), []).append(r)
+        queues = list(levels.values())  # in order of each level's best score
+        top: list[dict[str, Any]] = []
+        while len(top) < self.finetune_top and any(queues):
+            top += [q.pop(0) for q in queues if q][: self.finetune_top - len(top)]
+        return [
+            {
+                **r,
+                "inherited_delta_m": r["delta_m"],
+                "delta_m": self.finetuned_delta_m(run, r["arch"], i, len(top)),
+            }
+            for i, r in enumerate(top)
+        ]
+
+    def finetuned_delta_m(self, run: Run, arch_dict: Mapping[str, Any], i: int = 0, n: int = 1) -> float:
+        """Val Δm of an arch after `finetune_epochs` epochs of training from its inherited weights at
+        `finetune_lr_scale` × `optim.lr`. Each fine-tune is a unit of its own, `search/finetune/<arch digest>/`,
+        shared by every caller (the search, a study's random search and archs) and resumed after a kill."""
+        import hashlib
+
+        from mtnas.run import Unit
+
+        digest = hashlib.sha1(arch_key(arch_dict).encode()).hexdigest()[:12]
+        # One unit name for all: every candidate trains from the same seed, on the same data order.
+        unit = Unit("finetune", self.search_dir(run) / "finetune" / digest, tuple(run.tasks))
+        if not (unit.dir / "fit.json").exists():
+            run.announce(f"search: fine-tuning candidate {i + 1} of {n} → {unit.dir}")
+        arch = self.space.arch_from_dict(arch_dict)
+        fit = self.train_arch(run, arch, unit, self.finetune_epochs, "inherited", self.finetune_lr_scale)
+        for weights in ("best.ckpt", "last.ckpt"):  # its score is all that is needed (fit.json)
+            (unit.dir / weights).unlink(missing_ok=True)
+        return float(fit["val_delta_m"])
 
     # -- reporting ------------------------------------------------------------------------------------
     def report(self, run: Run, results: Mapping[str, Any]) -> None:

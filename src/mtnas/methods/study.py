@@ -13,7 +13,8 @@ retrain recipe, over `study.seeds` replicates each:
 A cheap check of whether to trust a front: `stage=study study.front=5 study.archs=0 study.random=false
 study.seeds=1 study.max_epochs=2` retrains the front's top 5 for two epochs and prints τ.
 
-It reports Kendall τ and Spearman ρ between the val Δm each arch had with inherited supernet weights and its
+It reports Kendall τ and Spearman ρ between the val Δm each arch had with inherited supernet weights (and,
+when the search re-scores its best by a short fine-tune, `search.finetune_top`, after that fine-tune) and its
 val Δm after retraining (mean over replicates), the test Δm mean ± std per arch, and searched − hard sharing and
 searched − random, paired by replicate (replicate k of every arch trains as a run with `seed` + k would: initial
 weights, data order and augmentation; replicate 0 is thus the run's own `retrain/` again). Output: `study/study.json`, `study/study.md`,
@@ -142,7 +143,7 @@ class Study:
                 "arch": record["arch"],
                 "roles": [role],
                 "cost": record["cost"],
-                "inherited_delta_m": record["delta_m"],
+                "inherited_delta_m": record.get("inherited_delta_m", record["delta_m"]),
                 "line": method.describe_arch(record["arch"]),
             }
 
@@ -164,6 +165,8 @@ class Study:
                 )
                 RandomSearch(num_candidates=n).run(problem)
             in_budget = [r for r in random_log.records.values() if method.budget.satisfied(r["cost"])]
+            if in_budget and method.finetune_top:  # re-scored as the search's own best are
+                in_budget = method.finetuned(run, in_budget)
             if in_budget:
                 add(  # chosen by the search's own rule: the comparison is of the strategies, not the rules
                     "random",
@@ -175,6 +178,9 @@ class Study:
         front = sorted(pareto_front(records, "params"), key=lambda r: -r["delta_m"])
         for i, record in enumerate(front[: self.settings.front]):
             add(f"front-{i}", "front", record)
+        if method.finetune_top:  # the score the search selected by, for every arch: is it a better ranking?
+            for i, c in enumerate(out.values()):
+                c["finetuned_delta_m"] = method.finetuned_delta_m(run, c["arch"], i, len(out))
         return out
 
     def update_report(self, result: Mapping[str, Any]) -> None:
@@ -224,17 +230,19 @@ class Study:
             c["test_summary"] = mean_std(c["test_delta_m"])
         tags = list(candidates)
         inherited = [candidates[t]["inherited_delta_m"] for t in tags]
+        retrained_val = [candidates[t]["val"]["mean"] for t in tags]
         result: dict[str, Any] = {
             "settings": vars(self.settings),
             "baselines_test": ref_test,
             "archs": candidates,
-            "inherited_vs_retrained_val": rank_correlations(
-                inherited, [candidates[t]["val"]["mean"] for t in tags]
-            ),
+            "inherited_vs_retrained_val": rank_correlations(inherited, retrained_val),
             "inherited_vs_test": rank_correlations(
                 inherited, [candidates[t]["test_summary"]["mean"] for t in tags]
             ),
         }
+        if all("finetuned_delta_m" in c for c in candidates.values()):
+            finetuned = [candidates[t]["finetuned_delta_m"] for t in tags]
+            result["finetuned_vs_retrained_val"] = rank_correlations(finetuned, retrained_val)
         result.update(paired_differences(candidates))
         run.write_json(self.dir / "study.json", result)
         if run.is_writer:

@@ -22,12 +22,13 @@ COMPARISONS = (
 
 def study_lines(result: Mapping[str, Any]) -> list[str]:
     lines = []
-    corr = result["inherited_vs_retrained_val"]
-    if corr["kendall_tau"] is not None:
-        lines.append(
-            f"inherited vs retrained val Δm over {len(result['archs'])} archs: Kendall τ {corr['kendall_tau']:.2f}, "
-            f"Spearman ρ {corr['spearman_rho']:.2f}"
-        )
+    for score in ("inherited", "finetuned"):
+        corr = result.get(f"{score}_vs_retrained_val")
+        if corr and corr["kendall_tau"] is not None:
+            lines.append(
+                f"{score.replace('finetuned', 'fine-tuned')} vs retrained val Δm over {len(result['archs'])} archs: "
+                f"Kendall τ {corr['kendall_tau']:.2f}, Spearman ρ {corr['spearman_rho']:.2f}"
+            )
     for _, what, key in COMPARISONS:
         if key in result and result[key].get("same_arch"):
             lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch)")
@@ -39,15 +40,25 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
 STUDY_HEADER = ["arch", "role", "params (M)", "inherited val Δm", "retrained val Δm", "test Δm"]
 
 
+def _finetuned(result: Mapping[str, Any]) -> bool:
+    return "finetuned_vs_retrained_val" in result
+
+
+def study_header(result: Mapping[str, Any]) -> list[str]:
+    return STUDY_HEADER[:4] + ["fine-tuned val Δm"] * _finetuned(result) + STUDY_HEADER[4:]
+
+
 def study_rows(result: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for tag, c in sorted(result["archs"].items(), key=lambda kv: kv[1]["cost"]["params"]):
+        finetuned = [f"{c['finetuned_delta_m']:+.2f}"] if _finetuned(result) else []
         rows.append(
             [
                 tag,
                 ", ".join(c["roles"]),
                 f"{c['cost']['params'] / 1e6:.3f}",
                 f"{c['inherited_delta_m']:+.2f}",
+                *finetuned,
                 _fmt(c["val"]),
                 _fmt(c["test_summary"]),
             ]
@@ -61,12 +72,17 @@ def study_markdown(result: Mapping[str, Any], image: str = "study/study.png") ->
         "## Study: does the search work?",
         "",
         f"Each arch retrained with the run's recipe, {seeds} replicate(s); mean ± std. "
-        "Inherited = val Δm with supernet weights, as the search saw it.",
+        "Inherited = val Δm with supernet weights, as the search saw it"
+        + (
+            "; fine-tuned = after the search's short fine-tune (`search.finetune_*`), as it selected."
+            if _finetuned(result)
+            else "."
+        ),
         "",
         *(f"- {line}" for line in study_lines(result)),
         "",
-        "| " + " | ".join(STUDY_HEADER) + " |",
-        "|" + "---|" * len(STUDY_HEADER),
+        "| " + " | ".join(study_header(result)) + " |",
+        "|" + "---|" * len(study_header(result)),
         *("| " + " | ".join(row) + " |" for row in study_rows(result)),
         "",
         f"![inherited vs retrained Δm]({image})",

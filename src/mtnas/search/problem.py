@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.search.budget import COST_KEYS, Budget, sample_within
 from mtnas.search.population import PopulationLog, arch_key
-from mtnas.utils.checks import optional_positive_int
+from mtnas.utils.checks import optional_positive_int, positive_int, positive_number
 
 SELECTION_RULES = ("best", "knee", "frugal")
 
@@ -92,7 +92,9 @@ class Strategy(ABC):
     - `objectives`: costs traded against Δm in the reported front and its hypervolume (and optimised
       together by multi-objective strategies): any of params, flops, latency_ms;
     - `select`: which arch of the log becomes `arch.yaml`: `best` Δm within the budget, or the `knee` of the
-      Δm-vs-`objectives[0]` front within the budget.
+      Δm-vs-`objectives[0]` front within the budget;
+    - `finetune_top` (0 = off): before selecting, re-score the `finetune_top` best archs by their val Δm after
+      `finetune_epochs` epochs of training from inherited weights at `finetune_lr_scale` × `optim.lr`.
     """
 
     name: ClassVar[str]
@@ -100,9 +102,15 @@ class Strategy(ABC):
     objectives: Sequence[str] = ("params",)
     select: str = "best"
     tolerance: float = 0.5  # select=frugal: points of val Δm within which the cheapest arch is taken
+    finetune_top: int = 0
+    finetune_epochs: int = 2
+    finetune_lr_scale: float = 0.1
 
     def __post_init__(self):
         self.val_batches = optional_positive_int("search.val_batches", self.val_batches)
+        self.finetune_top = positive_int("search.finetune_top", self.finetune_top, minimum=0)
+        self.finetune_epochs = positive_int("search.finetune_epochs", self.finetune_epochs)
+        self.finetune_lr_scale = positive_number("search.finetune_lr_scale", self.finetune_lr_scale)
         if (
             isinstance(self.tolerance, bool)
             or not isinstance(self.tolerance, int | float)
