@@ -337,7 +337,7 @@ def test_search_finetune_rescores_its_best_candidates_and_the_study_ranks_by_tha
     assert sorted(r["delta_m"] for r in finetuned) == scores
     chosen = max(finetuned, key=lambda r: r["delta_m"])
     assert yaml.safe_load((run_dir / "arch.yaml").read_text()) == chosen["arch"]
-    assert "of the best 2 after a 1-epoch fine-tune" in (run_dir / "arch.yaml").read_text()
+    assert "among 2 candidates re-scored after a 1-epoch fine-tune" in (run_dir / "arch.yaml").read_text()
 
     res = run_cli([*args, "stage=study", "study.archs=1", "study.seeds=1"], tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]

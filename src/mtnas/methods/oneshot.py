@@ -328,7 +328,7 @@ class OneShotMethod(SearchMethod):
         best = select(candidates, self.select_rule, self.objectives, self.select_tolerance)
         rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
         if self.finetune_top:
-            rule += f" of the best {len(candidates)} after a {self.finetune_epochs}-epoch fine-tune"
+            rule += f", among {len(candidates)} candidates re-scored after a {self.finetune_epochs}-epoch fine-tune"
         self.write_choice(run, log, records, best, f"{name} search{rule}")
         arch = self._searched
         run.announce(

@@ -93,7 +93,7 @@ class SearchMethod(Method):
     objectives: tuple[str, ...] = ("params",)
     select_rule: str = "best"
     select_tolerance: float = 0.5  # select_rule "frugal": points of val Δm
-    # Re-scoring before selection (`search.finetune_*`): the best `top` by inherited val Δm, fine-tuned.
+    # Re-scoring before selection (`search.finetune_*`): `top` candidates fine-tuned briefly (`finetuned`).
     finetune_top: int = 0
     finetune_epochs: int = 2
     finetune_lr_scale: float = 0.1
