@@ -345,5 +345,5 @@ class OneShotMethod(SearchMethod):
         return {
             "embed_dim": arch["embed_dim"],
             "depth": arch["depth"],
-            "task_specific_layers": sum(bool(layer["task_specific"]) for layer in arch["layers"]),
+            "task_specific_layers": self.sharing_level(arch),
         }

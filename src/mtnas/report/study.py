@@ -22,11 +22,11 @@ COMPARISONS = (
 
 def study_lines(result: Mapping[str, Any]) -> list[str]:
     lines = []
-    for score in ("inherited", "finetuned"):
-        corr = result.get(f"{score}_vs_retrained_val")
+    for key, score in (("inherited", "inherited"), ("finetuned", "fine-tuned")):
+        corr = result.get(f"{key}_vs_retrained_val")
         if corr and corr["kendall_tau"] is not None:
             lines.append(
-                f"{score.replace('finetuned', 'fine-tuned')} vs retrained val Δm over {len(result['archs'])} archs: "
+                f"{score} vs retrained val Δm over {len(result['archs'])} archs: "
                 f"Kendall τ {corr['kendall_tau']:.2f}, Spearman ρ {corr['spearman_rho']:.2f}"
             )
     for _, what, key in COMPARISONS:
