@@ -206,7 +206,7 @@ def test_a_second_process_on_a_run_folder_is_refused_and_a_killed_runs_lock_is_t
     with open(run_dir / ".lock", "w") as f:  # a live run holds the folder
         f.write(json.dumps(holder))
         f.flush()
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        fcntl.lockf(f.fileno(), fcntl.LOCK_EX)
         res = run_cli(args, tmp_path, cache_dir)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert (
@@ -219,6 +219,43 @@ def test_a_second_process_on_a_run_folder_is_refused_and_a_killed_runs_lock_is_t
     assert "taking over the lock of an ended run" in (run_dir / "cli.log").read_text()
     assert (run_dir / ".lock").read_text() == ""  # released: nothing to report to the next run
     assert os.getpid() != 4242
+
+
+def test_a_hard_killed_runs_data_workers_do_not_keep_its_folder_locked(tmp_path):
+    """SIGKILL a process holding a run folder while its forked child (a data worker) lives on: the folder is
+    free at once, so the rerun right after a kill is not refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mtnas.run import hold_run_folder
+
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from mtnas.run import hold_run_folder\n"
+        "with hold_run_folder(Path(sys.argv[1])):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline() == "held\n"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with hold_run_folder(tmp_path):  # while the orphaned worker still runs: not "in use by process …"
+            pass
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_an_unusable_run_folder_is_one_paragraph(tmp_path, cache_dir):

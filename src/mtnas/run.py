@@ -451,60 +451,15 @@ class Run:
         return next((Path(c) for c in candidates if c and (Path(c) / marker).exists()), None)
 
     # -- one process per run folder ------------------------------------------------------------------
-    LOCK = ".lock"
-
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the run folder for this invocation: a second `mtnas` on the same folder would train and
-        append everything twice. An OS lock (`flock`) on `.lock`, released by the kernel when the process
-        ends however it ends, so a killed run's lock is never stale; the file says who holds it. Under
-        DDP the launching process (rank 0) holds it for all ranks."""
+        """Hold the run folder for this invocation (see `hold_run_folder`). Under DDP the launching process
+        (rank 0) holds it for all ranks."""
         if not self.is_writer:
             yield
             return
-        import fcntl
-        import json
-        import socket
-        import sys
-        from datetime import datetime
-
-        path = self.out / self.LOCK
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise MtnasError(f"cannot write in the run folder {self.out}: {err.strerror or err}.") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
-                try:
-                    who = json.loads(holder)
-                    what = f"process {who['pid']} on {who['host']} since {who['since']} ({who['command']})"
-                except (ValueError, KeyError, TypeError):
-                    what = "another process"
-                raise MtnasError(
-                    f"the run folder {self.out} is in use by {what}. Wait until it ends (rerun then to continue "
-                    f"it), or start this run in another folder (hydra.run.dir=...)."
-                ) from None
-            stale = os.read(fd, 4096).decode("utf-8", "replace").strip()
-            if stale:
-                log.info("run folder: taking over the lock of an ended run (%s)", stale)
-            me = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": datetime.now().isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv[1:])[:500],
-            }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(me).encode(), 0)
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)  # ended normally (or by an exception): nobody to report next time
-        finally:
-            os.close(fd)  # releases the lock
+        with hold_run_folder(self.out):
+            yield
 
     # -- the run folder's records -------------------------------------------------------------------
     def keep_config_history(self) -> None:
@@ -577,6 +532,64 @@ class Run:
             yield lambda done, total: bar.update(task, completed=done, total=total)
         finally:
             bar.stop()
+
+
+RUN_FOLDER_LOCK = ".lock"
+
+
+@contextmanager
+def hold_run_folder(folder: Path) -> Iterator[None]:
+    """Hold a run folder: a second `mtnas` on the same folder would train and append everything twice.
+    An OS lock on `.lock`, released by the kernel when the process ends however it ends, so a killed run's
+    lock is never stale; the file says who holds it. A POSIX record lock (`lockf`), not `flock`: forked data
+    workers would inherit an `flock` and hold the folder for seconds after a hard kill of their run,
+    refusing the rerun. Hold it once per process: closing any other descriptor of `.lock` would release it."""
+    import errno
+    import fcntl
+    import json
+    import socket
+    import sys
+    from datetime import datetime
+
+    path = folder / RUN_FOLDER_LOCK
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise MtnasError(f"cannot write in the run folder {folder}: {err.strerror or err}.") from None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                raise MtnasError(f"cannot lock the run folder {folder}: {err.strerror or err}.") from None
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            try:
+                who = json.loads(holder)
+                what = f"process {who['pid']} on {who['host']} since {who['since']} ({who['command']})"
+            except (ValueError, KeyError, TypeError):
+                what = "another process"
+            raise MtnasError(
+                f"the run folder {folder} is in use by {what}. Wait until it ends (rerun then to continue "
+                f"it), or start this run in another folder (hydra.run.dir=...)."
+            ) from None
+        stale = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        if stale:
+            log.info("run folder: taking over the lock of an ended run (%s)", stale)
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv[1:])[:500],
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # ended normally (or by an exception): nobody to report next time
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def unit_seed(seed: int, *parts: object) -> int:
