@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -74,6 +75,12 @@ class _ForkServer:
             text=True,
             cwd=REPO,
         )
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """End of the test session: the server exits when its stdin closes."""
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
     def run(
         self, exe: Path, prog: str, args: list[str], cwd: Path, env: dict, timeout: float
