@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -160,12 +162,15 @@ def test_checkpoints_are_written_atomically_beside_their_target(tmp_path, monkey
     assert torch.load(target)["epoch"] == 1 and [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
 
 
-def test_ctrl_c_during_a_checkpoint_write_stops_the_run_after_the_write(tmp_path, monkeypatch):
+@pytest.mark.parametrize("handler", ["terminal", "cli"])
+def test_ctrl_c_during_a_checkpoint_write_stops_the_run_after_the_write(tmp_path, monkeypatch, handler):
     """Ctrl-C inside torch.save broke the zip writer (reported as a full disk, exit 2, or an abort from its
-    destructor); now the checkpoint being written is completed and kept, then the interrupt is raised."""
+    destructor); now the checkpoint being written is completed and kept, then the interrupt is raised —
+    with Python's own handler (a terminal) and with the `mtnas` command's, which notes it and passes it on."""
     import os
     import signal
 
+    from mtnas.cli import _InterruptWatch
     from mtnas.lit.checkpoint import RunFolderCheckpointIO
 
     real_save = torch.save
@@ -177,11 +182,14 @@ def test_ctrl_c_during_a_checkpoint_write_stops_the_run_after_the_write(tmp_path
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
-        monkeypatch.setattr(torch, "save", save_with_ctrl_c_in_the_middle)
-        with pytest.raises(KeyboardInterrupt):
-            RunFolderCheckpointIO().save_checkpoint({"epoch": 2}, tmp_path / "last.ckpt")
-        monkeypatch.undo()
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        with _InterruptWatch() if handler == "cli" else contextlib.nullcontext() as watch:
+            installed = signal.getsignal(signal.SIGINT)
+            monkeypatch.setattr(torch, "save", save_with_ctrl_c_in_the_middle)
+            with pytest.raises(KeyboardInterrupt):
+                RunFolderCheckpointIO().save_checkpoint({"epoch": 2}, tmp_path / "last.ckpt")
+            monkeypatch.undo()
+            assert signal.getsignal(signal.SIGINT) == installed  # restored
+        assert watch is None or watch.seen  # the CLI learnt of the Ctrl-C (it says how to resume)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert torch.load(tmp_path / "last.ckpt")["epoch"] == 2 and len(list(tmp_path.iterdir())) == 1

@@ -15,6 +15,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
 import torch
@@ -68,22 +69,23 @@ def read_checkpoint(path: Path, expected: str = "", key: str | None = None) -> d
 def _ctrl_c_after_the_write() -> Iterator[None]:
     """Ctrl-C during a checkpoint write takes effect once the write is done. Interrupted inside torch.save, the
     zip writer fails on its half-written archive (reported as a full disk) or aborts the process from its
-    destructor, and the user never sees how to resume."""
+    destructor, and the user never sees how to resume. Whatever Python handler is installed (the terminal's
+    KeyboardInterrupt, the CLI's watch that wraps it, a user's own) runs then, once, as it would have."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets Python's SIGINT
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:  # ignored, or the user's own handler: leave it be
+    if not callable(previous):  # ignored, or the OS default: no Python code runs mid-write
         yield
         return
-    pressed: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    pressed: list[tuple[int, FrameType | None]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append((signum, frame)))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
     if pressed:
-        raise KeyboardInterrupt
+        previous(*pressed[0])
 
 
 class RunFolderCheckpointIO(TorchCheckpointIO):
