@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -85,9 +87,6 @@ class _ForkServer:
     def run(
         self, exe: Path, prog: str, args: list[str], cwd: Path, env: dict, timeout: float
     ) -> subprocess.CompletedProcess:
-        import json
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
             request = {"exe": str(exe), "prog": prog, "args": [str(a) for a in args], "cwd": str(cwd)}

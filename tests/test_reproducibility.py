@@ -4,16 +4,11 @@ SIGKILL and resumed, ends with the arch, population and test metrics of one unin
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, kill_once_written, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -58,21 +53,8 @@ def test_split_and_killed_runs_end_like_one_uninterrupted_run(tmp_path, cache_di
 
     # Killed (SIGKILL: no cleanup at all) in the supernet's training, resumed and killed again in the search,
     # then in the retrain, then resumed to the end.
-    env = {**os.environ, "MTNAS_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    exe = Path(sys.executable).parent / "mtnas"
     for point in ("supernet/last.ckpt", "search/population.jsonl", "retrain/last.ckpt"):
-        proc = subprocess.Popen(
-            [str(exe), *RUN, f"hydra.run.dir={killed}"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 300
-        while not (killed / point).exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_once_written([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir, killed / point)
         assert not (killed / "results.json").exists(), point  # it was killed before the end
     res = run_cli([*RUN, f"hydra.run.dir={killed}"], tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]
