@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtnas.errors import ConfigError
-from mtnas.lit.multitask import MultiTaskLitModule
+from mtnas.lit.multitask import MultiTaskLitModule, build_optimizer
 from mtnas.nn import build_multitask_net
 from mtnas.search.cost import count_flops, count_params
 from mtnas.tasks import build_tasks
@@ -83,6 +83,12 @@ def test_uncertainty_weighting_learns_per_task_log_variances():
     assert torch.isclose(total, sum(per_task.values()))  # log σ² = 0 at the start
     total.backward()
     assert module.log_vars.grad is not None and module.log_vars.grad.abs().sum() > 0
+    # Weight decay would pull every log σ² to 0 (task weight 1): the optimizer leaves them out of it.
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
+    opt = build_optimizer(module, {"lr": 1e-3, "weight_decay": 0.05})["optimizer"]
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(module.log_vars)] == 0.0 and set(decay.values()) == {0.0, 0.05}
+    assert len(decay) == len(list(module.parameters()))
 
 
 def test_fixed_weights_and_checkpoint_monitor():

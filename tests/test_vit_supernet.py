@@ -223,7 +223,7 @@ def test_image_level_task_pooled_head_extracts_exactly_and_costs_are_exact():
             torch.testing.assert_close(skeleton.eval()(x)["scene"], got["scene"])
 
 
-def tiny_supernet_module(**supernet):
+def tiny_supernet_module(loss=None, **supernet):
     """A two-task supernet module of a tiny ViT space, and a loader of one 2-image batch."""
     from mtnas.lit.supernet import SupernetLitModule
 
@@ -242,7 +242,7 @@ def tiny_supernet_module(**supernet):
         space,
         {"patch_size": 8, "num_random": 3, **supernet},
         {"lr": 1e-2, "scheduler": "none"},
-        {},
+        loss or {},
         IMG,
         seed=0,
     )
@@ -278,6 +278,24 @@ def test_sandwich_step_trains_largest_smallest_and_random_archs():
     assert any(k.startswith("net.blocks.3.") for k in changed)  # largest arch: the 4th layer
     assert any(k.startswith("net.heads.semseg.8.") for k in changed)  # smallest arch's head
     assert any(k.startswith("net.task_blocks.") for k in changed)  # random archs train task-specific copies
+
+
+def test_uncertainty_weighting_learns_one_log_variance_per_task_across_the_sandwich(tmp_path):
+    from mtnas.lit.supernet import SupernetLitModule
+
+    module, loader = tiny_supernet_module(loss={"weighting": "uncertainty"})
+    assert torch.equal(module.log_vars.detach(), torch.zeros(2))
+    trainer = quiet_trainer(max_steps=3)
+    trainer.fit(module, train_dataloaders=loader)
+    learnt = module.log_vars.detach()
+    assert (learnt != 0).all()  # each task's log σ² moved, trained by every sampled subnet's loss
+    assert set(trainer.logged_metrics) >= {"train/semseg/log_var", "train/depth/log_var"}
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    torch.testing.assert_close(
+        SupernetLitModule.load_from_checkpoint(tmp_path / "s.ckpt").log_vars.detach(), learnt
+    )
+    fixed, _ = tiny_supernet_module()
+    assert not hasattr(fixed, "log_vars")
 
 
 def test_shared_warmup_trains_shared_blocks_then_branches_task_blocks_from_them(tmp_path):

@@ -41,8 +41,7 @@ class MultiTaskLitModule(pl.LightningModule):
         self.loss_stride = int(loss.get("stride", 1))
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
-        if self.weighting == "uncertainty":
-            # Kendall et al. 2018: L = Σ exp(−s_t)·L_t + s_t, with s_t = log σ_t² learned per task.
+        if self.weighting == "uncertainty":  # s_t = log σ_t², learned per task (`weighted_loss`)
             self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
         self.val_metrics = nn.ModuleDict({t: task.metrics() for t, task in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({t: task.metrics() for t, task in self.tasks.items()})
@@ -68,20 +67,14 @@ class MultiTaskLitModule(pl.LightningModule):
         return self.model(images, output_size)
 
     def _losses(self, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.weighting != "uncertainty":
-            return weighted_loss(self.tasks, self.loss_weights, preds, batch)
-        per_task = {t: task.loss(preds[t], batch[t]) for t, task in self.tasks.items()}
-        total = sum(torch.exp(-s) * per_task[t] + s for s, t in zip(self.log_vars, self.tasks, strict=True))
-        return total, per_task
+        return weighted_loss(self.tasks, self.loss_weights, preds, batch, getattr(self, "log_vars", None))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         size, targets = loss_targets(self.tasks, batch, self.loss_stride)
         preds = self(batch["image"], size)
         total, per_task = self._losses(preds, targets)
         bs = batch["image"].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for t, value in per_task.items():
-            self.log(f"train/{t}/loss", value, batch_size=bs)
+        log_losses(self, total, per_task, bs)
         return total
 
     def _eval_step(self, batch: dict[str, Tensor], metrics: nn.ModuleDict, prefix: str) -> None:
@@ -136,14 +129,21 @@ def build_optimizer(
     module: pl.LightningModule, cfg: Mapping[str, Any], params=None, steps_fraction: float = 1.0
 ):
     """The `optim` config's optimizer (`name`: adamw, or sgd with `momentum`) on `params` (default all the
-    module's), and its per-step schedule: a linear warm-up then cosine decay (`scheduler: cosine`), or the
+    module's; learned task log σ², `log_vars`, without weight decay: decay would pull every task's weight
+    towards 1), and its per-step schedule: a linear warm-up then cosine decay (`scheduler: cosine`), or the
     poly decay (1 − step/total)^`poly_power` of the dense-prediction literature (`scheduler: poly`, no
     warm-up unless `warmup_fraction` asks for one); `steps_fraction` of the batches are steps of this optimizer.
 
     A plain function of the step (not a stateful scheduler like OneCycleLR), so resuming with a larger
     max_epochs stretches the schedule instead of failing: the step count is restored from the
     checkpoint, the length is recomputed."""
-    params = module.parameters() if params is None else params
+    if params is None:
+        rest = [p for name, p in module.named_parameters() if name != "log_vars"]
+        log_vars = getattr(module, "log_vars", None)
+        params = [
+            {"params": rest},
+            *([{"params": [log_vars], "weight_decay": 0.0}] if log_vars is not None else []),
+        ]
     lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
     if cfg.get("name", "adamw") == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
@@ -220,9 +220,29 @@ def loss_targets(
     return size, {t: task.reduce_target(batch[t], size) for t, task in tasks.items()}
 
 
-def weighted_loss(tasks, weights: Mapping[str, float], preds, batch) -> tuple[Tensor, dict[str, Tensor]]:
+def weighted_loss(
+    tasks, weights: Mapping[str, float], preds, batch, log_vars: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The total training loss and each task's: Σ w_t·L_t with fixed `weights`, or, given learned
+    `log_vars` s_t = log σ_t² (`loss.weighting=uncertainty`, Kendall et al. 2018), Σ exp(−s_t)·L_t + s_t."""
     per_task = {t: task.loss(preds[t], batch[t]) for t, task in tasks.items()}
-    return sum(weights[t] * per_task[t] for t in tasks), per_task
+    if log_vars is None:
+        return sum(weights[t] * per_task[t] for t in tasks), per_task
+    total = sum(torch.exp(-s) * per_task[t] + s for s, t in zip(log_vars, tasks, strict=True))
+    return total, per_task
+
+
+def log_losses(
+    module: pl.LightningModule, total: Tensor, per_task: Mapping[str, Tensor], batch_size: int
+) -> None:
+    """The training losses, and each task's learned log σ² under uncertainty weighting."""
+    module.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+    for t, value in per_task.items():
+        module.log(f"train/{t}/loss", value, batch_size=batch_size)
+    log_vars = getattr(module, "log_vars", None)
+    if log_vars is not None:
+        for t, s in zip(per_task, log_vars.detach(), strict=True):
+            module.log(f"train/{t}/log_var", s, batch_size=batch_size)
 
 
 def nested_metrics(flat: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtnas.lit.multitask import build_optimizer, loss_targets, weighted_loss
+from mtnas.lit.multitask import build_optimizer, log_losses, loss_targets, weighted_loss
 from mtnas.metrics import delta_m
 from mtnas.space import build_space
 from mtnas.supernet import ViTSupernet
@@ -81,6 +81,8 @@ class SupernetLitModule(pl.LightningModule):
         weights = dict(loss.get("weights") or {})
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
         self.loss_stride = int(loss.get("stride", 1))
+        if loss.get("weighting", "fixed") == "uncertainty":  # one log σ² per task, shared by every subnet
+            self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
         self.num_random = int(supernet.get("num_random", 2))
         self.distill = float(supernet.get("distill", 0.0))
         self.shared_warmup = float(supernet.get("shared_warmup", 0.0))
@@ -142,11 +144,10 @@ class SupernetLitModule(pl.LightningModule):
         size, targets = loss_targets(self.tasks, batch, self.loss_stride)
         for k, arch in enumerate(archs):
             preds = self.net(batch["image"], arch, size)
-            total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, targets)
+            log_vars = getattr(self, "log_vars", None)
+            total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, targets, log_vars)
             if k == 0:
-                self.log("train/loss", total, prog_bar=True, batch_size=bs)
-                for t, v in per_task.items():
-                    self.log(f"train/{t}/loss", v, batch_size=bs)
+                log_losses(self, total, per_task, bs)
                 if self.distill > 0:
                     teacher = {t: p.detach() for t, p in preds.items()}
             elif teacher is not None:

@@ -51,7 +51,6 @@ class OneShotMethod(SearchMethod):
         budget: Mapping[str, Any] | None,
         supernet: Mapping[str, Any],
         retrain: Mapping[str, Any],
-        loss: Mapping[str, Any],
         supernet_ckpt: str | None = None,
         arch: str | None = None,
         study: Mapping[str, Any] | None = None,
@@ -59,10 +58,6 @@ class OneShotMethod(SearchMethod):
         super().__init__(name)
         self.study_settings = StudySettings.from_config(study)
         self.tasks = list(tasks)
-        if loss.get("weighting", "fixed") != "fixed":
-            raise ConfigError(
-                "loss.weighting", "the supernet trains with fixed task weights; use loss.weighting=fixed."
-            )
         if space is None:
             raise ConfigError(
                 "space",
