@@ -142,9 +142,9 @@ class SupernetLitModule(pl.LightningModule):
         teacher = None
         bs = batch["image"].shape[0]
         size, targets = loss_targets(self.tasks, batch, self.loss_stride)
+        log_vars = getattr(self, "log_vars", None)
         for k, arch in enumerate(archs):
             preds = self.net(batch["image"], arch, size)
-            log_vars = getattr(self, "log_vars", None)
             total, per_task = weighted_loss(self.tasks, self.loss_weights, preds, targets, log_vars)
             if k == 0:
                 log_losses(self, total, per_task, bs)
