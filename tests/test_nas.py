@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from mtnas.search.population import arch_digest
+
 from .conftest import TINY, assert_onnx_matches, run_cli
 
 pytestmark = pytest.mark.slow
@@ -105,13 +107,19 @@ def test_nas_pipeline_end_to_end_resume_and_export(tmp_path, cache_dir, capsys):
     drawn = [json.loads(line)["arch"] for line in (run_dir / "study/random.jsonl").read_text().splitlines()]
     assert len(drawn) == len(first) and drawn[:3] != first[:3]
     assert "## Study: does the search work?" in (run_dir / "report.md").read_text()
-    # A study stopped mid-way resumes: only what it had not finished trains again.
+    # A study stopped mid-way resumes: only what it had not finished trains again. A replicate folder that
+    # trained another arch (the study's settings or rules changed since) is set aside, not taken for this one.
     (run_dir / "study/hard-sharing/seed0/fit.json").unlink()
+    spread = run_dir / "study/spread-0/seed0"
+    (spread / "arch.yaml").write_text(yaml.safe_dump(hard))
     res = run_cli(study, tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-4000:]
     log = (run_dir / "cli.log").read_text()
     assert f"resuming from {run_dir / 'study/hard-sharing/seed0/last.ckpt'}" in log
     assert log.count("study/searched/seed0/fit.json), skipping") == 1
+    aside = spread.with_name(f"seed0-{arch_digest(hard)}")
+    assert f"kept as {aside}" in log and (aside / "fit.json").is_file()
+    assert yaml.safe_load((spread / "arch.yaml").read_text()) == result["archs"]["spread-0"]["arch"]
 
     # Re-running the search with the same seed and supernet evaluates nothing again ...
     (run_dir / "search/pareto.json").unlink()

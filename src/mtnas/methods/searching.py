@@ -18,7 +18,7 @@ import yaml
 from mtnas.errors import ConfigError
 from mtnas.methods.base import Method
 from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front
-from mtnas.search.population import PopulationLog, arch_key
+from mtnas.search.population import PopulationLog, arch_digest, arch_key
 from mtnas.search.problem import Problem
 from mtnas.tasks import image_level
 from mtnas.utils.checks import one_of, optional_positive_int, positive_int
@@ -336,11 +336,9 @@ class SearchMethod(Method):
         """Val Δm of an arch after `finetune_epochs` epochs of training from its inherited weights at
         `finetune_lr_scale` × `optim.lr`. Each fine-tune is a unit of its own, `search/finetune/<arch digest>/`,
         shared by every caller (the search, a study's random search and archs) and resumed after a kill."""
-        import hashlib
-
         from mtnas.run import Unit
 
-        digest = hashlib.sha1(arch_key(arch_dict).encode()).hexdigest()[:12]
+        digest = arch_digest(arch_dict)
         # One unit name for all: every candidate trains from the same seed, on the same data order.
         unit = Unit("finetune", self.search_dir(run) / "finetune" / digest, tuple(run.tasks))
         if not (unit.dir / "fit.json").exists():

@@ -26,17 +26,21 @@ across the processes, each trained by one process on its own device (`Run.alone`
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.metrics.delta_m import delta_m
 from mtnas.report.study import COMPARISONS, plot_study, study_lines, study_markdown
 from mtnas.run import Unit, unit_seed
 from mtnas.search.pareto import pareto_front, select
-from mtnas.search.population import PopulationLog, arch_key
+from mtnas.search.population import PopulationLog, arch_digest, arch_key
 from mtnas.utils.checks import optional_positive_int, positive_int
 from mtnas.utils.distributed import rank_and_world, spread_across_processes
 
@@ -201,6 +205,7 @@ class Study:
         arch = method.space.arch_from_dict(arch_dict)
         # The run's retrain unit, as a run with seed + k would train it: replicate 0 is the run's own retrain/.
         unit = Unit("multitask", self.dir / tag / f"seed{k}", tuple(run.tasks))
+        self.set_aside_if_another_arch(tag, unit.dir, arch.to_dict())
         with run.reseeded(run.seed + k):
             if not (unit.dir / "fit.json").exists():
                 rank, world = rank_and_world()
@@ -208,6 +213,24 @@ class Study:
                 run.announce(f"study: {tag}, seed {run.seed} → {unit.dir}{by}")
             fit = method.train_arch(run, arch, unit, self.settings.max_epochs)
         return {"fit": fit, "test": run.test(unit)}
+
+    def set_aside_if_another_arch(self, tag: str, folder: Path, arch_dict: Mapping[str, Any]) -> None:
+        """A replicate folder holding another arch (the study's settings, or the rule that picks a role's arch,
+        changed since it ran) must not be taken for this arch's: it is renamed `<folder>-<its arch digest>`,
+        kept, and this arch trains afresh."""
+        recorded = folder / "arch.yaml"
+        if not recorded.exists():
+            return
+        old = yaml.safe_load(recorded.read_text())
+        if arch_key(old) == arch_key(arch_dict):
+            return
+        aside = folder.with_name(f"{folder.name}-{arch_digest(old)}")
+        self.run.announce(
+            f"study: {folder} trained another arch for `{tag}` than this study picks; kept as {aside}, "
+            "retraining"
+        )
+        shutil.rmtree(aside, ignore_errors=True)  # an older copy of the same arch's folder
+        folder.rename(aside)
 
     def __call__(self) -> dict[str, Any]:
         run = self.run

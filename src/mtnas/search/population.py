@@ -8,6 +8,7 @@ and the first append cuts it off before writing (never onto it), so the file kee
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 
 def arch_key(arch_dict: Mapping[str, Any]) -> str:
     return json.dumps(arch_dict, sort_keys=True)
+
+
+def arch_digest(arch_dict: Mapping[str, Any]) -> str:
+    """A short name for an arch's folders (12 hex digits of the SHA-1 of its `arch_key`)."""
+    return hashlib.sha1(arch_key(arch_dict).encode()).hexdigest()[:12]
 
 
 class PopulationLog:
