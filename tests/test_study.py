@@ -55,3 +55,35 @@ def test_paired_differences_and_a_searched_arch_that_is_the_hard_sharing_arch():
     assert out["searched_minus_hard_sharing"]["same_arch"] and out["searched_minus_hard_sharing"]["mean"] == 0
     result = {"archs": {"searched": same}, "inherited_vs_retrained_val": {"kendall_tau": None}, **out}
     assert study_lines(result) == ["searched − hard sharing: 0 (the searched arch is the hard sharing arch)"]
+
+
+@pytest.mark.parametrize("budget", [None, 200_000])
+def test_the_hard_sharing_baseline_is_the_uniform_arch_closest_in_params(tmp_path, budget):
+    """Hand-made, as a person would build it: the same heads and MLP in every layer, every task head as wide;
+    a mixed arch with narrow heads at the same params is a weaker baseline that flatters the search."""
+    from types import SimpleNamespace
+
+    from mtnas.methods.base import build_method
+    from mtnas.tasks import build_tasks
+
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg(
+        ["+experiment=demo_sharing", f"budget.params_max={budget or 'null'}"], output_dir=tmp_path
+    )
+    method = build_method(cfg)
+    run = SimpleNamespace(
+        task_objs=build_tasks(list(cfg.tasks), cfg.data.available_tasks), image_size=(64, 64)
+    )
+    params = lambda a: method.analytic_cost(run, a)["params"]  # noqa: E731
+    uniform = method.space.uniform_archs()
+    assert len(uniform) == 32 and len({a.to_dict().__repr__() for a in uniform}) == 32  # 2^5 choices
+    rng = random.Random(0)
+    for _ in range(20):
+        searched = method.space.sample(rng)
+        hard = method.hard_sharing_arch(run, searched)
+        assert hard in uniform and not any(hard.task_specific)
+        assert len(set(hard.num_heads)) == len(set(hard.mlp_ratio)) == len(set(hard.heads.values())) == 1
+        allowed = [a for a in uniform if budget is None or params(a) <= budget]
+        assert budget is None or params(hard) <= budget
+        assert abs(params(hard) - params(searched)) == min(abs(params(a) - params(searched)) for a in allowed)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
 from mtnas.methods.study import Study, StudySettings
-from mtnas.run import Unit, unit_seed
+from mtnas.run import Unit
 from mtnas.search.budget import Budget, sample_within
 from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
@@ -235,19 +235,19 @@ class OneShotMethod(SearchMethod):
         return sandwich_archs(self.space, self.supernet.get("task_specific_largest", False))
 
     def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
-        """The space's hard-sharing arch (no task-specific layer) closest in params to `searched`, within the
-        budget when one is: among the searched arch without its task copies, the largest shared arch, and
-        2,000 random archs without theirs."""
-        rng = random.Random(unit_seed(run.seed, "study/hard-sharing"))
-
-        pool = [
-            searched.hard_sharing(),
-            self.space.largest(),
-            *(self.space.sample(rng).hard_sharing() for _ in range(2000)),
-        ]
+        """The hand-made arch at the searched arch's cost: of the space's uniform hard-sharing archs
+        (`ViTSpace.uniform_archs`), the one closest in params to `searched` (the larger on a tie), within the
+        budget when one is. Uniform, as a person would build it: an arch with mixed per-layer choices and
+        narrow heads can match the params while being needlessly weak, which flatters the search."""
+        pool = list(self.space.uniform_archs())
         within = [a for a in pool if self.budget.satisfied(self.analytic_cost(run, a))] or pool
         target = self.analytic_cost(run, searched)["params"]
-        return min(within, key=lambda a: abs(self.analytic_cost(run, a)["params"] - target))
+
+        def distance(arch: ViTArch) -> tuple[float, float]:
+            params = self.analytic_cost(run, arch)["params"]
+            return abs(params - target), -params
+
+        return min(within, key=distance)
 
     def train_supernet(self, run: Run) -> None:
         unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))

@@ -8,6 +8,7 @@ head width is chosen from a small head space (MTNAS branch search).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,16 @@ class ViTSpace:
             [set()] * d,
             {t: min(self.head_hidden) for t in self.tasks},
         )
+
+    def uniform_archs(self) -> list[ViTArch]:
+        """Every hard-sharing arch whose layers all have the same heads and MLP ratio and whose task heads are
+        all as wide: the hand-made models of this space (the study's hard-sharing baseline)."""
+        return [
+            self._arch(dim, d, [h] * d, [r] * d, [set()] * d, {t: hidden for t in self.tasks})
+            for dim, d, h, r, hidden in itertools.product(
+                self.embed_dims, self.depths, self.num_heads, self.mlp_ratios, self.head_hidden
+            )
+        ]
 
     def _layer_specific(self, rng: random.Random, layer: int) -> set[str]:
         if not self.can_specialise(layer):
