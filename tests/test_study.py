@@ -87,3 +87,31 @@ def test_the_hard_sharing_baseline_is_the_uniform_arch_closest_in_params(tmp_pat
         allowed = [a for a in uniform if budget is None or params(a) <= budget]
         assert budget is None or params(hard) <= budget
         assert abs(params(hard) - params(searched)) == min(abs(params(a) - params(searched)) for a in allowed)
+
+
+def test_a_replicate_folder_of_another_arch_is_set_aside_and_one_of_this_arch_restored(tmp_path):
+    from types import SimpleNamespace
+
+    import yaml
+
+    from mtnas.methods.study import Study
+    from mtnas.search.population import arch_digest
+
+    said: list[str] = []
+    study = Study(None, SimpleNamespace(out=tmp_path, announce=said.append), None)
+    folder, a, b = tmp_path / "study/spread-0/seed0", {"arch": "a"}, {"arch": "b"}
+    folder.mkdir(parents=True)
+    (folder / "arch.yaml").write_text(yaml.safe_dump(a))
+    (folder / "fit.json").write_text("{}")
+    study.set_aside_if_another_arch("spread-0", folder, a)  # its own arch: left alone
+    assert not said and (folder / "fit.json").exists()
+    study.set_aside_if_another_arch("spread-0", folder, b)
+    kept_a = folder.with_name(f"seed0-{arch_digest(a)}")
+    assert yaml.safe_load((kept_a / "arch.yaml").read_text()) == a and not folder.exists()
+    assert said[-1].endswith(", retraining")
+    folder.mkdir()  # b trains there; then the study picks a again: b is kept, a comes back
+    (folder / "arch.yaml").write_text(yaml.safe_dump(b))
+    study.set_aside_if_another_arch("spread-0", folder, a)
+    assert yaml.safe_load((folder / "arch.yaml").read_text()) == a and (folder / "fit.json").exists()
+    assert yaml.safe_load((folder.with_name(f"seed0-{arch_digest(b)}") / "arch.yaml").read_text()) == b
+    assert not kept_a.exists() and "restored" in said[-1]

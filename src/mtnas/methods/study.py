@@ -217,7 +217,7 @@ class Study:
     def set_aside_if_another_arch(self, tag: str, folder: Path, arch_dict: Mapping[str, Any]) -> None:
         """A replicate folder holding another arch (the study's settings, or the rule that picks a role's arch,
         changed since it ran) must not be taken for this arch's: it is renamed `<folder>-<its arch digest>`,
-        kept, and this arch trains afresh."""
+        and a folder this arch left there earlier comes back (else this arch trains afresh)."""
         recorded = folder / "arch.yaml"
         if not recorded.exists():
             return
@@ -225,12 +225,17 @@ class Study:
         if arch_key(old) == arch_key(arch_dict):
             return
         aside = folder.with_name(f"{folder.name}-{arch_digest(old)}")
+        kept = folder.with_name(f"{folder.name}-{arch_digest(arch_dict)}")
         self.run.announce(
-            f"study: {folder} trained another arch for `{tag}` than this study picks; kept as {aside}, "
-            "retraining"
+            f"study: {folder} trained another arch for `{tag}` than this study picks; kept as {aside}"
+            + (f", and {kept} of this arch restored" if kept.exists() else ", retraining")
         )
-        shutil.rmtree(aside, ignore_errors=True)  # an older copy of the same arch's folder
-        folder.rename(aside)
+        if aside.exists():  # that arch was set aside before: this folder is a rerun of the same training
+            shutil.rmtree(folder)
+        else:
+            folder.rename(aside)
+        if kept.exists():
+            kept.rename(folder)
 
     def __call__(self) -> dict[str, Any]:
         run = self.run
