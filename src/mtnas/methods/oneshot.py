@@ -239,15 +239,10 @@ class OneShotMethod(SearchMethod):
         (`ViTSpace.uniform_archs`), the one closest in params to `searched` (the larger on a tie), within the
         budget when one is. Uniform, as a person would build it: an arch with mixed per-layer choices and
         narrow heads can match the params while being needlessly weak, which flatters the search."""
-        pool = list(self.space.uniform_archs())
-        within = [a for a in pool if self.budget.satisfied(self.analytic_cost(run, a))] or pool
+        costs = {arch: self.analytic_cost(run, arch) for arch in self.space.uniform_archs()}
+        within = [a for a, cost in costs.items() if self.budget.satisfied(cost)] or list(costs)
         target = self.analytic_cost(run, searched)["params"]
-
-        def distance(arch: ViTArch) -> tuple[float, float]:
-            params = self.analytic_cost(run, arch)["params"]
-            return abs(params - target), -params
-
-        return min(within, key=distance)
+        return min(within, key=lambda a: (abs(costs[a]["params"] - target), -costs[a]["params"]))
 
     def train_supernet(self, run: Run) -> None:
         unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))
