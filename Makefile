@@ -22,7 +22,7 @@ test: install  ## run the test suite
 	$(RUN) pytest -q -n auto --maxprocesses=4 --durations=15
 
 test-fast: install  ## the tests that do not start the CLI or train end to end
-	$(RUN) pytest -q -m "not slow"
+	$(RUN) pytest -q -n auto --maxprocesses=4 -m "not slow"
 
 lint: install  ## ruff: lint + format check
 	$(RUN) ruff check src tests experiments
