@@ -296,10 +296,7 @@ class OneShotMethod(SearchMethod):
         return self.scorer(run, self.load_supernet(run).net.to(run.device).eval(), self.strategy.val_batches)
 
     def search(self, run: Run) -> None:
-        done, arch_path = self.search_dir(run) / "pareto.json", self.arch_path(run)
-        if done.exists() and arch_path.exists():
-            run.announce(f"search: already done ({done}), skipping")
-            self._searched = self.space.read_arch(arch_path)
+        if self.already_searched(run, "search"):
             return
         started = time.perf_counter()
         log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
@@ -325,7 +322,7 @@ class OneShotMethod(SearchMethod):
             f"search: {len(log)} subnets evaluated ({len(log) - already} new) in "
             f"{time.perf_counter() - started:.0f} s, "
             f"{len(records)} within the budget; chosen {arch.describe()} (val Δm {best['delta_m']:+.2f} %) "
-            f"→ {arch_path}"
+            f"→ {self.arch_path(run)}"
         )
 
     def sharing_level(self, arch: Mapping[str, Any]) -> int:

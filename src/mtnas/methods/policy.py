@@ -12,7 +12,6 @@ paper). Run folder: `pretrain/`, `policy/` (with `split.json`, the two train sub
 
 from __future__ import annotations
 
-import random
 import time
 import zipfile
 from collections.abc import Mapping
@@ -31,8 +30,6 @@ from mtnas.methods.searching import (
 from mtnas.methods.study import Study, StudySettings
 from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget
-from mtnas.search.pareto import select
-from mtnas.search.population import PopulationLog
 from mtnas.space.policy import OPTIONS, PolicyArch, PolicySpace, option_counts
 from mtnas.utils.checks import (
     non_negative_number,
@@ -369,35 +366,19 @@ class PolicyMethod(SearchMethod):
         inherited weights; `derive.pick`: the most probable (when within the budget), or the best val Δm."""
         import torch
 
-        done = self.search_dir(run) / "pareto.json"
-        if done.exists() and self.arch_path(run).exists():
-            run.announce(f"derive: already done ({done}), skipping")
-            self._searched = self.space.read_arch(self.arch_path(run))
+        if self.already_searched(run, "derive"):
             return
         started = time.perf_counter()
-        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
         net = self._net(run)
         generator = torch.Generator().manual_seed(unit_seed(run.seed, "derive"))
-        argmax = net.export()
-        archs = [argmax, *(net.sample_arch(generator) for _ in range(int(self.derive.get("samples", 0))))]
-        with run.progress(f"derive: scoring the policy's arch and {len(archs) - 1} samples") as progress:
-            scored = self.problem(run, log, random.Random(run.seed), progress).score(archs)
-        records = [r for r in {id(r): r for r in scored}.values() if self.budget.satisfied(r["cost"])]
-        if not records:
-            raise MtnasError(
-                f"none of the {len(archs)} derived archs meets {self.budget.describe()}: raise "
-                "method.policy.budget_weight, draw more archs (method.derive.samples), or widen `budget`."
-            )
-        if self.derive.get("pick", "argmax") == "argmax":
-            best = (
-                scored[0]
-                if self.budget.satisfied(scored[0]["cost"])
-                else select(records, "best", self.objectives)
-            )
-        else:
-            best = select(records, "best", self.objectives)
-        how = "the policy's most probable arch" if best is scored[0] else "the best of the policy's samples"
-        self.write_choice(run, log, records, best, f"automtl ({how})")
+        samples = (net.sample_arch(generator) for _ in range(int(self.derive.get("samples", 0))))
+        scored, best, how = self.choose_derived(
+            run,
+            "derive",
+            [net.export(), *samples],
+            ("the policy's most probable arch", "the best of the policy's samples"),
+            "method.policy.budget_weight",
+        )
         expected = float(net.expected_cost("params").detach())
         run.announce(
             f"derive: {len(set(map(id, scored)))} distinct archs scored in {time.perf_counter() - started:.0f} s; "

@@ -8,6 +8,7 @@ defines `subnet_model(arch)` (the static model spec of an arch), `analytic_cost(
 
 from __future__ import annotations
 
+import random
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mtnas.errors import ConfigError
+from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.base import Method
-from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front
+from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front, select
 from mtnas.search.population import PopulationLog, arch_digest, arch_key
 from mtnas.search.problem import Problem
 from mtnas.tasks import image_level
@@ -99,6 +100,7 @@ class SearchMethod(Method):
     finetune_lr_scale: float = 0.1
     search_name: str = "search"
     retrain: dict[str, Any]
+    derive: dict[str, Any]  # methods that derive archs from learnt logits (`choose_derived`)
     arch_file: Path | None = None  # `arch=`: an arch file to retrain
     supernet_ckpt: Path | None = None  # `supernet_ckpt=`: RUN/<stage>/last.ckpt of a trained supernet
 
@@ -275,6 +277,39 @@ class SearchMethod(Method):
         from mtnas.report.pareto import plot_pareto
 
         plot_pareto(log, run.out / "pareto.png", experiment=run.cfg.experiment_name)
+
+    def already_searched(self, run: Run, stage: str) -> bool:
+        """Whether an earlier run of this folder finished the search (`search/pareto.json` and `arch.yaml`);
+        if so, its chosen arch is loaded and `stage` is skipped."""
+        done = self.search_dir(run) / "pareto.json"
+        if not (done.exists() and self.arch_path(run).exists()):
+            return False
+        run.announce(f"{stage}: already done ({done}), skipping")
+        self._searched = self.space.read_arch(self.arch_path(run))
+        return True
+
+    def choose_derived(
+        self, run: Run, stage: str, archs: list, names: tuple[str, str], knob: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+        """Score `archs` (the arch the method's learnt logits give, then samples drawn from them) on val with
+        inherited weights into `search/population.jsonl`, and choose by `derive.pick`: the first arch when it is
+        within the budget (`argmax`), else the best val Δm within the budget. `names`: how the first arch and
+        the best sample are described; `knob`: the method's weight that pulls the logits into the budget.
+        Returns the scored records (in the order of `archs`), the chosen one and how it was chosen."""
+        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
+        with run.progress(f"{stage}: scoring {names[0]} and {len(archs) - 1} samples") as progress:
+            scored = self.problem(run, log, random.Random(run.seed), progress).score(archs)
+        records = [r for r in {id(r): r for r in scored}.values() if self.budget.satisfied(r["cost"])]
+        if not records:
+            raise MtnasError(
+                f"none of the {len(archs)} derived archs meets {self.budget.describe()}: raise {knob}, draw "
+                "more archs (method.derive.samples), or widen `budget`."
+            )
+        argmax = self.derive.get("pick", "argmax") == "argmax" and self.budget.satisfied(scored[0]["cost"])
+        best = scored[0] if argmax else select(records, "best", self.objectives)
+        how = names[0] if best is scored[0] else names[1]
+        self.write_choice(run, log, records, best, f"{self.name} ({how})")
+        return scored, best, how
 
     def searched_arch(self, run: Run):
         """`arch=` when given, else the arch the search just chose, else the run's arch.yaml."""

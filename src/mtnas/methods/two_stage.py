@@ -17,7 +17,6 @@ Stages (run folder):
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +37,6 @@ from mtnas.methods.study import Study, StudySettings
 from mtnas.nn.cells import OPS
 from mtnas.run import Unit, unit_seed
 from mtnas.search.budget import Budget
-from mtnas.search.pareto import select
-from mtnas.search.population import PopulationLog
 from mtnas.space.cells import CellArch, CellSpace, count_op, derive_genotype
 from mtnas.supernet.cells import CellLayout, cell_net_spec
 from mtnas.utils.checks import (
@@ -512,29 +509,17 @@ class TwoStageMethod(SearchMethod):
         return out
 
     def search(self, run: Run) -> None:
-        done = self.search_dir(run) / "pareto.json"
-        if done.exists() and self.arch_path(run).exists():
-            run.announce(f"search: already done ({done}), skipping")
-            self._searched = self.space.read_arch(self.arch_path(run))
+        if self.already_searched(run, "search"):
             return
         started = time.perf_counter()
-        log = PopulationLog(self.search_dir(run) / "population.jsonl", writable=run.is_writer)
         derived = self.load_stage(run, "backbone").derived_arch()
-        archs = [derived, *self.sampled_archs(run, int(self.derive.get("samples", 0)))]
-        with run.progress(f"search: scoring the derived arch and {len(archs) - 1} samples") as progress:
-            scored = self.problem(run, log, random.Random(run.seed), progress).score(archs)
-        records = [r for r in {id(r): r for r in scored}.values() if self.budget.satisfied(r["cost"])]
-        if not records:
-            raise MtnasError(
-                f"none of the {len(archs)} derived archs meets {self.budget.describe()}: raise "
-                "method.gdas.budget_weight, draw more archs (method.derive.samples), or widen `budget`."
-            )
-        pick_argmax = self.derive.get("pick", "argmax") == "argmax" and self.budget.satisfied(
-            scored[0]["cost"]
+        scored, best, how = self.choose_derived(
+            run,
+            "search",
+            [derived, *self.sampled_archs(run, int(self.derive.get("samples", 0)))],
+            ("the logits' arch", "the best of the samples"),
+            "method.gdas.budget_weight",
         )
-        best = scored[0] if pick_argmax else select(records, "best", self.objectives)
-        how = "the logits' arch" if best is scored[0] else "the best of the samples"
-        self.write_choice(run, log, records, best, f"two_stage ({how})")
         run.announce(
             f"search: {len(set(map(id, scored)))} distinct archs scored in {time.perf_counter() - started:.0f} s; "
             f"chosen {self._searched.describe()} ({how}, val Δm {best['delta_m']:+.2f} %, "
