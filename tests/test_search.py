@@ -1,15 +1,18 @@
 """Search under a budget on a known fitness: stays in budget, is seeded, resumes without re-evaluating;
-NSGA-II recovers a known front; hypervolume and the selection rules."""
+NSGA-II recovers a known front; hypervolume and the selection rules; how AutoMTL and MTNAS choose among the
+archs their logits give."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import dataclass
 
 import pytest
 
-from mtnas.errors import ConfigError
+from mtnas.errors import ConfigError, MtnasError
+from mtnas.methods.searching import SearchMethod
 from mtnas.search.budget import Budget
 from mtnas.search.evolution import EvolutionSearch, RandomSearch
 from mtnas.search.pareto import pareto_front
@@ -327,3 +330,77 @@ def test_a_torn_last_line_is_skipped_reported_and_cut_before_the_next_append(tmp
     lines = path.read_text().splitlines()
     assert [json.loads(line)["arch"]["a"] for line in lines] == [1, 2, 3]
     assert len(PopulationLog(path)) == 3
+
+
+class DerivingMethod:
+    """The parts of a searching method `choose_derived` uses, around the real `SearchMethod.choose_derived`:
+    scoring returns fixed records (one per arch name), and the choice is recorded instead of written."""
+
+    choose_derived = SearchMethod.choose_derived
+    search_dir = staticmethod(SearchMethod.search_dir)
+    objectives = ("params",)
+    name = "deriving"
+
+    def __init__(self, scores, pick, params_max):
+        self.scores, self.derive = scores, {"pick": pick}
+        self.budget = Budget(params_max=params_max)
+
+    def problem(self, run, log, rng, progress):
+        scores = self.scores
+
+        class Scored:
+            def score(self, archs):
+                return [{"arch": a, "cost": {"params": scores[a][0]}, "delta_m": scores[a][1]} for a in archs]
+
+        return Scored()
+
+    def write_choice(self, run, log, records, best, how):
+        self.chosen = (best["arch"], how)
+
+
+class FakeRun:
+    is_writer, seed = True, 0
+
+    def __init__(self, out):
+        self.out = out
+
+    def progress(self, message):
+        return contextlib.nullcontext(None)
+
+
+# (params, val Δm) of the logits' own arch and two samples drawn from them.
+DERIVED = {"argmax": (100, 1.0), "small": (50, 2.0), "big": (200, 5.0)}
+
+
+@pytest.mark.parametrize(
+    ("pick", "params_max", "chosen"),
+    [
+        ("argmax", 150, "argmax"),  # the logits' arch, within the budget, though a sample scores higher
+        ("argmax", 80, "small"),  # the logits' arch is over the budget: the best sample within it
+        ("best", 150, "small"),  # the best val Δm within the budget
+        ("best", 1000, "big"),
+    ],
+)
+def test_choose_derived_picks_the_logits_arch_or_the_best_within_the_budget(
+    tmp_path, pick, params_max, chosen
+):
+    method = DerivingMethod(DERIVED, pick, params_max)
+    scored, best, how = method.choose_derived(
+        FakeRun(tmp_path),
+        "search",
+        list(DERIVED),
+        ("the logits' arch", "the best sample"),
+        "method.x.budget_weight",
+    )
+    assert [r["arch"] for r in scored] == list(DERIVED)
+    assert best["arch"] == chosen
+    assert method.chosen == (chosen, f"deriving ({how})")
+    assert how == ("the logits' arch" if chosen == "argmax" else "the best sample")
+
+
+def test_choose_derived_names_the_knob_when_no_arch_fits_the_budget(tmp_path):
+    method = DerivingMethod(DERIVED, "argmax", 10)
+    with pytest.raises(MtnasError, match=r"none of the 3 derived archs .*raise method\.x\.budget_weight"):
+        method.choose_derived(
+            FakeRun(tmp_path), "search", list(DERIVED), ("a", "b"), "method.x.budget_weight"
+        )
