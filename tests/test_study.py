@@ -48,13 +48,49 @@ def test_paired_differences_and_a_searched_arch_that_is_the_hard_sharing_arch():
     searched = {"roles": ["searched"], "test_delta_m": [5.0, 4.0]}
     hard = {"roles": ["hard sharing"], "test_delta_m": [4.5, 4.5]}
     out = paired_differences({"searched": searched, "hard-sharing": hard})
-    assert out == {"searched_minus_hard_sharing": {"mean": 0.0, "std": pytest.approx(2**0.5 / 2), "n": 2}}
+    assert out == {
+        "searched_minus_hard_sharing": {
+            "mean": 0.0,
+            "std": pytest.approx(2**0.5 / 2),
+            "n": 2,
+            "outcome": "tie",
+        }
+    }
     # The search returned the hard-sharing arch itself: one candidate, both roles; 0 by construction, and said so.
     same = {"roles": ["searched", "hard sharing"], "test_delta_m": [5.0, 4.0]}
     out = paired_differences({"searched": same})
     assert out["searched_minus_hard_sharing"]["same_arch"] and out["searched_minus_hard_sharing"]["mean"] == 0
+    assert out["searched_minus_hard_sharing"]["outcome"] == "same arch"
     result = {"archs": {"searched": same}, "inherited_vs_retrained_val": {"kendall_tau": None}, **out}
     assert study_lines(result) == ["searched − hard sharing: 0 (the searched arch is the hard sharing arch)"]
+
+
+def test_a_difference_is_better_or_worse_only_beyond_twice_its_standard_error():
+    from mtnas.report.study import difference_outcome, study_lines
+
+    # std / √n = 0.2 / √4 = 0.1, so the margin is 0.2: 0.21 is beyond it, 0.19 is not.
+    assert difference_outcome({"mean": 0.21, "std": 0.2, "n": 4}) == "better"
+    assert difference_outcome({"mean": 0.19, "std": 0.2, "n": 4}) == "tie"
+    assert difference_outcome({"mean": -0.19, "std": 0.2, "n": 4}) == "tie"
+    assert difference_outcome({"mean": -0.21, "std": 0.2, "n": 4}) == "worse"
+    # Two replicates: the margin is 2 · 0.48 / √2 ≈ 0.68, so +0.51 ± 0.48 is a tie and +0.49 ± 0.10 a win.
+    assert difference_outcome({"mean": 0.51, "std": 0.48, "n": 2}) == "tie"
+    assert difference_outcome({"mean": 0.49, "std": 0.10, "n": 2}) == "better"
+    assert (
+        difference_outcome({"mean": 0.95, "std": 0.0, "n": 2}) == "better"
+    )  # the same gap on both replicates
+    assert difference_outcome({"mean": 0.0, "std": 0.0, "n": 2, "same_arch": True}) == "same arch"
+    assert difference_outcome({"mean": 3.0, "std": None, "n": 1}) == "one replicate"
+    result = {
+        "archs": {},
+        "inherited_vs_retrained_val": {"kendall_tau": None},
+        "searched_minus_hard_sharing": {"mean": 0.49, "std": 0.10, "n": 2},
+        "searched_minus_random": {"mean": 0.51, "std": 0.48, "n": 2},
+    }
+    assert study_lines(result) == [
+        "searched − hard sharing: +0.49 ± 0.10 test Δm points (n = 2): better, beyond 2 standard errors",
+        "searched − best random: +0.51 ± 0.48 test Δm points (n = 2): a tie, within 2 standard errors",
+    ]
 
 
 @pytest.mark.parametrize("budget", [None, 200_000])

@@ -37,7 +37,7 @@ import yaml
 
 from mtnas.errors import ConfigError, MtnasError
 from mtnas.metrics.delta_m import delta_m
-from mtnas.report.study import COMPARISONS, plot_study, study_lines, study_markdown
+from mtnas.report.study import COMPARISONS, difference_outcome, plot_study, study_lines, study_markdown
 from mtnas.run import Unit, unit_seed
 from mtnas.search.pareto import pareto_front, select
 from mtnas.search.population import PopulationLog, arch_digest, arch_key
@@ -105,8 +105,9 @@ def mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def paired_differences(candidates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Searched − hard sharing and searched − best random in test Δm, paired by replicate. When the searched arch
-    is itself that arch (one candidate with both roles), the difference is 0 by construction, marked `same_arch`."""
+    """Searched − hard sharing and searched − best random in test Δm, paired by replicate, each with its
+    `outcome` (`difference_outcome`). When the searched arch is itself that arch (one candidate with both roles),
+    the difference is 0 by construction, marked `same_arch`."""
     searched = candidates["searched"]
     out: dict[str, dict[str, Any]] = {}
     for tag, role, key in COMPARISONS:
@@ -115,6 +116,9 @@ def paired_differences(candidates: Mapping[str, Mapping[str, Any]]) -> dict[str,
             out[key] = mean_std([a - b for a, b in zip(searched["test_delta_m"], other, strict=True)])
         elif role in searched["roles"]:
             out[key] = {**mean_std([0.0] * len(searched["test_delta_m"])), "same_arch": True}
+        else:
+            continue
+        out[key]["outcome"] = difference_outcome(out[key])
     return out
 
 

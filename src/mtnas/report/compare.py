@@ -8,6 +8,10 @@ terminal and `comparison.md`, the numbers to `comparison.json`, and test Δm aga
 
 Δm is each run's own, against its own single-task baselines: rows compare fairly when their runs share the
 baselines setting (`baselines.source`, the baselines' recipe).
+
+Runs with a study (`stage=study`, `study/study.json`) also get a row each in a second table — Kendall τ of the
+search's scores against the retrained archs, searched − hard sharing and searched − best random with their
+outcomes — and one tally line per setting: in how many of its seeds the searched arch is better than each.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from mtnas.errors import MtnasError
+from mtnas.report.study import COMPARISONS, difference_outcome
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 # Overrides that change no result: runs differing only in these are the same setting.
-NEUTRAL_PREFIXES = ("seed=", "hydra.", "logger", "trainer.enable_progress_bar", "stage=", "paths.")
+NEUTRAL_PREFIXES = ("seed=", "hydra.", "logger", "trainer.enable_progress_bar", "stage=", "paths.", "study.")
 COSTS = (("params", "params (M)", 1e6), ("flops", "GFLOPs", 1e9), ("latency_ms", "latency (ms)", 1.0))
 
 
@@ -81,12 +86,18 @@ def read_run(run: Path) -> dict[str, Any]:
     setting = [o for o in overrides if not o.startswith(NEUTRAL_PREFIXES)]
     label = " ".join(setting) or results.get("experiment", run.name)
     named = {"": final, **{name: models[name] for name in results.get("references", [])}}
+    study = run / "study" / "study.json"
+    try:
+        study_result = read_json(study) if study.is_file() else None
+    except ValueError as e:
+        raise MtnasError(f"{study}: not a study file mtnas wrote ({e}).") from None
     return {
         "run": str(run),
         "label": label,
         "seed": _seed(run, overrides),
         "results": results,
         "models": named,
+        "study": study_result,
     }
 
 
@@ -125,7 +136,82 @@ def compare(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             row[f"{task}/{metric}"] = _mean_std([m["test"].get(task, {}).get(metric) for _, m in members])
         row["delta_m"] = _mean_std([m.get("delta_m") for _, m in members])
         rows.append(row)
-    return {"metrics": [f"{t}/{m}" for t, m in metrics], "rows": rows}
+    return {"metrics": [f"{t}/{m}" for t, m in metrics], "rows": rows, "studies": compare_studies(runs)}
+
+
+def _tau(study: Mapping[str, Any], score: str) -> float | None:
+    return (study.get(f"{score}_vs_retrained_val") or {}).get("kendall_tau")
+
+
+def compare_studies(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One row per run with a study, and per setting how often the searched arch beat each comparison."""
+    rows, tallies = [], {}
+    for run in runs:
+        study = run.get("study")
+        if not study:
+            continue
+        row: dict[str, Any] = {
+            "name": run["label"],
+            "seed": run["seed"],
+            "run": run["run"],
+            "tau_inherited": _tau(study, "inherited"),
+            "tau_finetuned": _tau(study, "finetuned"),
+        }
+        tally = tallies.setdefault(run["label"], {"runs": 0, **{key: {} for _, _, key in COMPARISONS}})
+        tally["runs"] += 1
+        for _, _, key in COMPARISONS:
+            if key in study:
+                stat = {k: study[key].get(k) for k in ("mean", "std", "n", "same_arch")}
+                row[key] = {**stat, "outcome": difference_outcome(stat)}
+                tally[key][row[key]["outcome"]] = tally[key].get(row[key]["outcome"], 0) + 1
+        rows.append(row)
+    return {"rows": rows, "tallies": tallies}
+
+
+def study_table(studies: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "model",
+        "seed",
+        "τ inherited",
+        "τ fine-tuned",
+        *(f"searched − {what}" for _, what, _ in COMPARISONS),
+    ]
+    body = []
+    for row in studies["rows"]:
+        cells = []
+        for _, _, key in COMPARISONS:
+            stat = row.get(key)
+            if stat is None:
+                cells.append("–")
+            elif stat.get("same_arch"):
+                cells.append("0 (same arch)")
+            else:
+                cells.append(
+                    f"{stat['mean']:+.2f}"
+                    + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
+                    + f" ({stat['outcome']})"
+                )
+        taus = [_cell((row[f"tau_{s}"], None), signed=True) for s in ("inherited", "finetuned")]
+        body.append([row["name"], "–" if row["seed"] is None else str(row["seed"]), *taus, *cells])
+    return header, body
+
+
+def tally_lines(studies: Mapping[str, Any]) -> list[str]:
+    """Per setting: 'searched better than hard sharing in 1 of 3 runs (tie 1, same arch 1); …'."""
+    lines = []
+    for name, tally in studies["tallies"].items():
+        parts = []
+        for _, what, key in COMPARISONS:
+            counts = tally[key]
+            if not counts:
+                continue
+            others = ", ".join(f"{o} {n}" for o, n in sorted(counts.items()) if o != "better")
+            parts.append(
+                f"better than {what} in {counts.get('better', 0)} of {sum(counts.values())} runs"
+                + (f" ({others})" if others else "")
+            )
+        lines.append(f"{name}: searched arch " + "; ".join(parts))
+    return lines
 
 
 def _cell(stat: tuple[float | None, float | None], signed: bool = False) -> str:
@@ -170,6 +256,24 @@ def markdown(comparison: Mapping[str, Any]) -> str:
         "",
         "![test Δm vs params](comparison.png)",
     ]
+    studies = comparison["studies"]
+    if studies["rows"]:
+        header, body = study_table(studies)
+        lines += [
+            "",
+            "## Studies (`stage=study`)",
+            "",
+            "Kendall τ of the search's val Δm (inherited weights; fine-tuned, where the search re-scored by a "
+            "fine-tune) against the retrained archs' val Δm; searched − hard sharing and searched − best random "
+            "in test Δm points, mean ± std over the study's replicates, paired by replicate: better or worse "
+            "when beyond twice its standard error, else a tie.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in body),
+            "",
+            *(f"- {line}" for line in tally_lines(studies)),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +312,21 @@ def report(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     return comparison
 
 
+def _rich_table(title: str, header: list[str], body: list[list[str]]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, h in enumerate(header):
+        if i == 0:  # a long setting label wraps instead of squeezing the numbers
+            t.add_column(h, justify="left", overflow="fold", max_width=48)
+        else:
+            t.add_column(h, justify="right")
+    for row in body:
+        t.add_row(*(escape(cell) for cell in row))  # labels hold `[...]` (`tasks=[a,b]`), which is not markup
+    return t
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mtnas-report",
@@ -225,13 +344,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mtnas-report: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    header, body = table(comparison)
-    t = Table(title="test split; mean ± std over seeds")
-    for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in body:
-        t.add_row(*row)
-    Console(width=160).print(t)
+    console = Console(width=160)
+    console.print(_rich_table("test split; mean ± std over seeds", *table(comparison)))
+    studies = comparison["studies"]
+    if studies["rows"]:
+        title = "studies: searched vs hard sharing and random (test Δm points, paired by replicate)"
+        console.print(_rich_table(title, *study_table(studies)))
+        for line in tally_lines(studies):
+            console.print(escape(line), highlight=False)
     print(f"Wrote {Path(args.out) / 'comparison.md'}, comparison.json, comparison.png")

@@ -20,6 +20,30 @@ COMPARISONS = (
 )
 
 
+def difference_outcome(stat: Mapping[str, Any]) -> str:
+    """How searched − other (paired by replicate) reads: `better` or `worse` when its mean is more than twice its
+    standard error (std / √n over the replicates) from 0, else `tie`; `same arch` when the search returned that
+    very arch; `one replicate` when there is no spread to judge by."""
+    if stat.get("same_arch"):
+        return "same arch"
+    if stat.get("mean") is None or stat.get("std") is None or stat.get("n", 0) < 2:
+        return "one replicate"
+    margin = 2 * stat["std"] / stat["n"] ** 0.5
+    if stat["mean"] - margin > 0:
+        return "better"
+    if stat["mean"] + margin < 0:
+        return "worse"
+    return "tie"
+
+
+OUTCOME_PHRASES = {
+    "better": "better, beyond 2 standard errors",
+    "worse": "worse, beyond 2 standard errors",
+    "tie": "a tie, within 2 standard errors",
+    "one replicate": "one replicate, no spread to judge by",
+}
+
+
 def study_lines(result: Mapping[str, Any]) -> list[str]:
     lines = []
     for key, score in (("inherited", "inherited"), ("finetuned", "fine-tuned")):
@@ -33,7 +57,11 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
         if key in result and result[key].get("same_arch"):
             lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch)")
         elif key in result:
-            lines.append(f"searched − {what}: {_fmt(result[key])} test Δm points (n = {result[key]['n']})")
+            stat = result[key]
+            lines.append(
+                f"searched − {what}: {_fmt(stat)} test Δm points (n = {stat['n']}): "
+                + OUTCOME_PHRASES[difference_outcome(stat)]
+            )
     return lines
 
 
