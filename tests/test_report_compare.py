@@ -145,12 +145,10 @@ def test_a_run_without_a_study_has_no_studies_section(tmp_path):
 def test_an_unreadable_study_file_is_one_line(tmp_path, capsys):
     write_run(tmp_path / "run", ["space=vit_demo"], 0, 4.0, 2e5, 0.5)
     (tmp_path / "run/study").mkdir()
-    (tmp_path / "run/study/study.json").write_text("{not json")
-    with pytest.raises(SystemExit) as exc:
-        main([str(tmp_path / "run"), "--out", str(tmp_path / "cmp")])
-    err = capsys.readouterr().err
-    assert (
-        exc.value.code == 2
-        and "study/study.json: not a study file mtnas wrote" in err
-        and "Traceback" not in err
-    )
+    for text in ("{not json", "[1, 2]", '{"searched_minus_random": 1}'):
+        (tmp_path / "run/study/study.json").write_text(text)
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path / "run"), "--out", str(tmp_path / "cmp")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "study/study.json: not a study file mtnas wrote" in err, text
+        assert "Traceback" not in err

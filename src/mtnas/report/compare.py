@@ -89,7 +89,9 @@ def read_run(run: Path) -> dict[str, Any]:
     study = run / "study" / "study.json"
     try:
         study_result = read_json(study) if study.is_file() else None
-    except ValueError as e:
+        if study_result is not None and not isinstance(study_result.get("archs"), dict):
+            raise ValueError("no `archs`")
+    except (ValueError, AttributeError) as e:
         raise MtnasError(f"{study}: not a study file mtnas wrote ({e}).") from None
     return {
         "run": str(run),
