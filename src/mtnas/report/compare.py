@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mtnas.errors import MtnasError
+from mtnas.report.markdown import markdown_table
 from mtnas.report.study import COMPARISONS, difference_outcome
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -248,9 +249,7 @@ def markdown(comparison: Mapping[str, Any]) -> str:
         "Test split; mean ± std over the seeds of each setting (runs differing only in `seed`). Δm is each "
         "run's own, against its own single-task baselines.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in body),
+        *markdown_table(header, body),
         "",
         "Runs:",
         "",
@@ -270,9 +269,7 @@ def markdown(comparison: Mapping[str, Any]) -> str:
             "in test Δm points, mean ± std over the study's replicates, paired by replicate: better or worse "
             "when beyond twice its standard error, else a tie.",
             "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in body),
+            *markdown_table(header, body),
             "",
             *(f"- {line}" for line in tally_lines(studies)),
         ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtnas.report.markdown import markdown_table
+
 
 def _fmt(stat: Mapping[str, Any], signed: bool = True) -> str:
     if stat.get("mean") is None:
@@ -109,9 +111,7 @@ def study_markdown(result: Mapping[str, Any], image: str = "study/study.png") ->
         "",
         *(f"- {line}" for line in study_lines(result)),
         "",
-        "| " + " | ".join(study_header(result)) + " |",
-        "|" + "---|" * len(study_header(result)),
-        *("| " + " | ".join(row) + " |" for row in study_rows(result)),
+        *markdown_table(study_header(result), study_rows(result)),
         "",
         f"![inherited vs retrained Δm]({image})",
     ]

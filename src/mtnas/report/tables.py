@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtnas.report.markdown import markdown_table
 from mtnas.tasks import Task
 
 _ARROW = {"max": "↑", "min": "↓"}
@@ -177,9 +178,7 @@ def search_markdown(search: Mapping[str, Any]) -> str:
         f"Pareto front, val Δm vs params ({_count(len(front), 'subnet')}; all fronts in search/pareto.json):",
         "",
     ]
-    lines.append("| " + " | ".join(PARETO_HEADER) + " |")
-    lines.append("|" + "---|" * len(PARETO_HEADER))
-    lines += ["| " + " | ".join(row) + " |" for row in front]
+    lines += markdown_table(PARETO_HEADER, front)
     lines += ["", "![Pareto front](pareto.png)"]
     text = "\n".join(lines) + "\n"
     if search.get("study"):
@@ -192,9 +191,7 @@ def search_markdown(search: Mapping[str, Any]) -> str:
 def results_markdown(results: Mapping[str, Any], tasks: Mapping[str, Task]) -> str:
     header, rows = results_rows(results, tasks)
     lines = [f"# {results['experiment']}", "", _caption(results), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(row) + " |" for row in _formatted(rows)]
+    lines += markdown_table(header, _formatted(rows))
     mtl = results["models"]["multitask"]
     lines += [
         "",
