@@ -76,9 +76,8 @@ def test_a_difference_is_better_or_worse_only_beyond_twice_its_standard_error():
     # Two replicates: the margin is 2 · 0.48 / √2 ≈ 0.68, so +0.51 ± 0.48 is a tie and +0.49 ± 0.10 a win.
     assert difference_outcome({"mean": 0.51, "std": 0.48, "n": 2}) == "tie"
     assert difference_outcome({"mean": 0.49, "std": 0.10, "n": 2}) == "better"
-    assert (
-        difference_outcome({"mean": 0.95, "std": 0.0, "n": 2}) == "better"
-    )  # the same gap on both replicates
+    # The same gap on both replicates: no spread, so any gap counts.
+    assert difference_outcome({"mean": 0.95, "std": 0.0, "n": 2}) == "better"
     assert difference_outcome({"mean": 0.0, "std": 0.0, "n": 2, "same_arch": True}) == "same arch"
     assert difference_outcome({"mean": 3.0, "std": None, "n": 1}) == "one replicate"
     result = {
