@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mtnas-report",
         description="Compare run folders side by side: every results.json in or under each DIR (a run folder "
-        "or a multirun sweep folder); runs differing only in seed are averaged (mean ± std).",
+        "or a multirun sweep folder); runs differing only in seed are averaged (mean ± std). Runs with a study "
+        "(stage=study) also get a row each in a studies table and a per-setting tally of its outcomes.",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run folders or multirun sweep folders")
     parser.add_argument(
