@@ -25,7 +25,7 @@ from typing import Any
 
 from mtnas.errors import MtnasError
 from mtnas.report.markdown import markdown_table
-from mtnas.report.study import COMPARISONS, difference_outcome
+from mtnas.report.study import COMPARISONS, difference_outcome, format_stat
 from mtnas.utils.io import atomic_write_json, atomic_write_text, read_json
 
 # Overrides that change no result: runs differing only in these are the same setting.
@@ -189,11 +189,7 @@ def study_table(studies: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
             elif stat.get("same_arch"):
                 cells.append("0 (same arch)")
             else:
-                cells.append(
-                    f"{stat['mean']:+.2f}"
-                    + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
-                    + f" ({stat['outcome']})"
-                )
+                cells.append(f"{format_stat(stat)} ({stat['outcome']})")
         taus = [_cell((row[f"tau_{s}"], None), signed=True) for s in ("inherited", "finetuned")]
         body.append([row["name"], "–" if row["seed"] is None else str(row["seed"]), *taus, *cells])
     return header, body

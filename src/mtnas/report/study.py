@@ -8,7 +8,8 @@ from typing import Any
 from mtnas.report.markdown import markdown_table
 
 
-def _fmt(stat: Mapping[str, Any], signed: bool = True) -> str:
+def format_stat(stat: Mapping[str, Any], signed: bool = True) -> str:
+    """A `mean_std` summary as "+0.49 ± 0.10" ("+0.49" without a std, "–" without a mean)."""
     if stat.get("mean") is None:
         return "–"
     text = f"{stat['mean']:+.2f}" if signed else f"{stat['mean']:.3g}"
@@ -61,7 +62,7 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
         elif key in result:
             stat = result[key]
             lines.append(
-                f"searched − {what}: {_fmt(stat)} test Δm points (n = {stat['n']}): "
+                f"searched − {what}: {format_stat(stat)} test Δm points (n = {stat['n']}): "
                 + OUTCOME_PHRASES[difference_outcome(stat)]
             )
     return lines
@@ -89,8 +90,8 @@ def study_rows(result: Mapping[str, Any]) -> list[list[str]]:
                 f"{c['cost']['params'] / 1e6:.3f}",
                 f"{c['inherited_delta_m']:+.2f}",
                 *finetuned,
-                _fmt(c["val"]),
-                _fmt(c["test_summary"]),
+                format_stat(c["val"]),
+                format_stat(c["test_summary"]),
             ]
         )
     return rows
