@@ -20,7 +20,7 @@ from mtnas.errors import ConfigError, MtnasError
 from mtnas.methods.base import Method
 from mtnas.search.pareto import hypervolume, hypervolume_reference, non_dominated, pareto_front, select
 from mtnas.search.population import PopulationLog, arch_digest, arch_key
-from mtnas.search.problem import Problem
+from mtnas.search.problem import Problem, best_across_niches
 from mtnas.tasks import image_level
 from mtnas.utils.checks import one_of, optional_positive_int, positive_int
 
@@ -181,6 +181,7 @@ class SearchMethod(Method):
             progress,
             cost_keys=self.cost_keys(run),
             anchors=self.search_anchors(),
+            niche=self.sharing_level,
         )
 
     def search_anchors(self) -> list:
@@ -351,13 +352,7 @@ class SearchMethod(Method):
         sharing (largest and smallest) at every step, task-specific copies only when sampled, so inherited
         scores are biased by sharing level. The candidates are therefore the best by inherited val Δm *within*
         each sharing level, taken in turn (best level first), and the short fine-tune compares them across levels."""
-        levels: dict[int, list[dict[str, Any]]] = {}
-        for r in sorted(records, key=lambda r: -r["delta_m"]):
-            levels.setdefault(self.sharing_level(r["arch"]), []).append(r)
-        queues = list(levels.values())  # in order of each level's best score
-        top: list[dict[str, Any]] = []
-        while len(top) < self.finetune_top and any(queues):
-            top += [q.pop(0) for q in queues if q][: self.finetune_top - len(top)]
+        top = best_across_niches(records, self.finetune_top, self.sharing_level)
         return [
             {
                 **r,

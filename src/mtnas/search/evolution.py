@@ -3,6 +3,10 @@
 AutoFormer's defaults: population 50, top-k 10, 25 mutations and 25 crossovers per generation, 20
 generations; fitness = val Δm with inherited supernet weights. Random search is the baseline every
 strategy must beat.
+
+`parents=across_niches` takes the top-k across the problem's niches in turn (`best_across_niches`) rather than
+the top-k overall: where the inherited score favours one sharing level, evolution otherwise spends every
+generation on variants of that level's best and never refines the others (experiments/autotaskformer/README.md).
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from dataclasses import dataclass
 from functools import partial
 
 from mtnas.errors import ConfigError
-from mtnas.search.problem import Problem, Strategy
-from mtnas.utils.checks import positive_int
+from mtnas.search.problem import Problem, Strategy, best_across_niches
+from mtnas.utils.checks import one_of, positive_int
+
+PARENT_RULES = ("best", "across_niches")
 
 
 @dataclass
@@ -23,9 +29,11 @@ class EvolutionSearch(Strategy):
     mutations: int = 25
     crossovers: int = 25
     generations: int = 20
+    parents: str = "best"  # the top_k parents: best val Δm overall, or across_niches (see the module's doc)
 
     def __post_init__(self):
         super().__post_init__()
+        one_of("search.parents", self.parents, PARENT_RULES)
         for key, minimum in (
             ("population", 1),
             ("top_k", 1),
@@ -43,14 +51,21 @@ class EvolutionSearch(Strategy):
         population = problem.initial_population(self.population)
         for gen in range(self.generations):
             records = problem.score(population)
-            ranked = sorted(zip(population, records, strict=True), key=lambda p: -p[1]["delta_m"])
-            top = [a for a, _ in ranked[: self.top_k]]
+            top = self.select_parents(problem, population, records)
             problem.progress(gen + 1, self.generations)
             if gen == self.generations - 1:
                 break
             children = [problem.within_budget(partial(_mutant, problem, top)) for _ in range(self.mutations)]
             children += [problem.within_budget(partial(_cross, problem, top)) for _ in range(self.crossovers)]
             population = top + [c for c in children if c is not None]
+
+    def select_parents(self, problem: Problem, population: list, records: list) -> list:
+        if self.parents == "across_niches":
+            arch_of = {id(r): a for a, r in zip(population, records, strict=True)}  # an arch twice: one record
+            unique = list({id(r): r for r in records}.values())
+            return [arch_of[id(r)] for r in best_across_niches(unique, self.top_k, problem.niche)]
+        ranked = sorted(zip(population, records, strict=True), key=lambda p: -p[1]["delta_m"])
+        return [a for a, _ in ranked[: self.top_k]]
 
 
 def _mutant(problem: Problem, parents: list):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,6 +40,9 @@ class Problem:
     # Archs a population-based strategy starts from, before random ones: the method's best-trained archs
     # (the one-shot supernet's sandwich archs), so a search never ends below them for lack of sampling them.
     anchors: Sequence = ()
+    # The arch's niche (an arch dict → a label): the one-shot method's sharing level. Scores are comparable within
+    # a niche more than across (`best_across_niches`); one niche by default.
+    niche: Callable[[Mapping[str, Any]], Hashable] = field(default=lambda arch: 0)
 
     def __post_init__(self):
         # A search resumed with a new cost (e.g. latency_ms added to the objectives) completes the cost of the
@@ -82,6 +85,21 @@ class Problem:
                 "tries; widen `budget` or the space."
             )
         return population
+
+
+def best_across_niches(
+    records: Sequence[Mapping[str, Any]], k: int, niche: Callable[[Mapping[str, Any]], Hashable]
+) -> list[Mapping[str, Any]]:
+    """`k` of `records` by Δm, taken across niches in turn: the best of every niche (best niche first), then the
+    second best of each, and so on. When a proxy score is biased by niche (inherited weights favour the sharing
+    levels the supernet trained most), this keeps each niche's best in play instead of only the favoured one's."""
+    queues: dict[Hashable, list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: -r["delta_m"]):
+        queues.setdefault(niche(r["arch"]), []).append(r)
+    taken: list[Mapping[str, Any]] = []
+    while len(taken) < k and any(queues.values()):
+        taken += [q.pop(0) for q in queues.values() if q][: k - len(taken)]
+    return taken
 
 
 @dataclass
