@@ -322,6 +322,7 @@ def test_search_finetune_rescores_its_best_candidates_and_the_study_ranks_by_tha
         "search.finetune_top=2",
         "search.finetune_epochs=1",
         "search.select=best",
+        "search.parents=across_niches",  # evolution's parents chosen like the fine-tune's candidates
         f"hydra.run.dir={run_dir}",
     ]
     res = run_cli([*args, "stage=all"], tmp_path, cache_dir)

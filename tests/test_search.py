@@ -17,7 +17,7 @@ from mtnas.search.budget import Budget
 from mtnas.search.evolution import EvolutionSearch, RandomSearch
 from mtnas.search.pareto import pareto_front
 from mtnas.search.population import PopulationLog
-from mtnas.search.problem import Problem
+from mtnas.search.problem import Problem, best_across_niches
 from mtnas.space import ViTSpace
 
 SPACE = ViTSpace(
@@ -91,6 +91,58 @@ def test_evolution_starts_from_the_anchor_archs_within_the_budget(tmp_path):
     problem = Problem(SPACE, fitness, cost, budget, PopulationLog(tmp_path / "b.jsonl"), random.Random(0),
                       anchors=[largest, smallest])  # fmt: skip
     assert problem.initial_population(3)[0] == smallest and largest not in problem.initial_population(3)
+
+
+def sharing_level(arch_dict):
+    return sum(bool(layer["task_specific"]) for layer in arch_dict["layers"])
+
+
+def test_best_across_niches_takes_each_niches_best_in_turn():
+    records = [
+        {"arch": "a0", "delta_m": 9.0},
+        {"arch": "a1", "delta_m": 8.0},
+        {"arch": "b0", "delta_m": 5.0},
+        {"arch": "c0", "delta_m": 7.0},
+        {"arch": "b1", "delta_m": 1.0},
+    ]
+    niche = lambda arch: arch[0]  # noqa: E731
+    names = lambda k: [r["arch"] for r in best_across_niches(records, k, niche)]  # noqa: E731
+    assert names(3) == ["a0", "c0", "b0"]  # each niche's best, the niches in order of their best
+    assert names(5) == ["a0", "c0", "b0", "a1", "b1"]  # then each niche's second best, and so on
+    assert names(2) == ["a0", "c0"] and names(9) == names(5)
+    assert [r["arch"] for r in best_across_niches(records, 3, lambda arch: 0)] == ["a0", "a1", "c0"]
+
+
+def test_evolution_parents_across_niches_keep_each_sharing_levels_best(tmp_path):
+    """A fitness that favours hard sharing (the bias of inherited scores): the best parents are all of one
+    sharing level; `parents=across_niches` keeps the best of every level present."""
+    rng = random.Random(0)
+    population = [SPACE.sample(rng) for _ in range(12)] + [SPACE.largest()] * 2  # an arch twice
+    records = [
+        {"arch": a.to_dict(), "delta_m": 10.0 * (sharing_level(a.to_dict()) == 0) + a.embed_dim / 8}
+        for a in population
+    ]
+    records[-1] = records[-2]  # the log gives one record per arch
+    problem = Problem(SPACE, Fitness(), cost, Budget(), PopulationLog(tmp_path / "p.jsonl"), rng,
+                      niche=sharing_level)  # fmt: skip
+    levels = {sharing_level(r["arch"]) for r in records}
+    assert len(levels) >= 3
+
+    def parents(rule, k):
+        evolution = EvolutionSearch(population=14, top_k=k, parents=rule)
+        return evolution.select_parents(problem, population, records)
+
+    assert parents("best", 2) == [SPACE.largest()] * 2  # the best arch, twice
+    across = [sharing_level(a.to_dict()) for a in parents("across_niches", len(levels))]
+    assert sorted(across) == sorted(levels) and across[0] == 0
+    every = parents("across_niches", 14)
+    assert len(every) == 13 == len({str(a.to_dict()) for a in every})  # an arch is a parent once
+    log = PopulationLog(tmp_path / "run.jsonl")
+    problem = Problem(SPACE, Fitness(), cost, Budget(), log, random.Random(0), niche=sharing_level)
+    EvolutionSearch(
+        population=8, top_k=3, mutations=4, crossovers=4, generations=3, parents="across_niches"
+    ).run(problem)
+    assert len(log) > 8
 
 
 def test_same_seed_same_result(tmp_path):
