@@ -117,6 +117,7 @@ def test_every_spec_config_instantiates(group, option):
         ("space=vit_demo search.mutations=-1", "search.mutations"),
         ("space=vit_demo search.top_k=100", "search.top_k"),
         ("space=vit_demo search.parents=worst", "search.parents"),
+        ("space=vit_demo supernet.lr_scale=0", "supernet.lr_scale"),
         ("space=vit_demo search=random search.num_candidates=0", "search.num_candidates"),
         ("space=vit_demo budget.flops_max=10G", "budget.flops_max"),
         ("space=vit_demo budget.params_max=-5", "budget.params_max"),

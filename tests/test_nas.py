@@ -323,10 +323,14 @@ def test_search_finetune_rescores_its_best_candidates_and_the_study_ranks_by_tha
         "search.finetune_epochs=1",
         "search.select=best",
         "search.parents=across_niches",  # evolution's parents chosen like the fine-tune's candidates
+        "supernet.lr_scale=0.5",
         f"hydra.run.dir={run_dir}",
     ]
     res = run_cli([*args, "stage=all"], tmp_path, cache_dir)
     assert res.returncode == 0, res.stderr[-3000:]
+    optim = torch.load(run_dir / "supernet/last.ckpt", weights_only=False)["hyper_parameters"]["optim"]
+    retrain = torch.load(run_dir / "retrain/best.ckpt", weights_only=False)["hyper_parameters"]["optim"]
+    assert optim["lr"] == 0.5 * retrain["lr"]  # the supernet's learning rate: supernet.lr_scale × optim.lr
     population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
     finetuned = json.loads((run_dir / "search/finetuned.json").read_text())
 

@@ -31,6 +31,7 @@ from mtnas.utils.checks import (
     open_fraction,
     optional_positive_int,
     positive_int,
+    positive_number,
 )
 from mtnas.utils.specs import as_dict, instantiate_spec
 
@@ -80,6 +81,7 @@ class OneShotMethod(SearchMethod):
         optional_positive_int("supernet.max_epochs", self.supernet.get("max_epochs"))
         positive_int("supernet.num_random", self.supernet.get("num_random", 2), minimum=0)
         non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
+        positive_number("supernet.lr_scale", self.supernet.get("lr_scale", 1.0))
         # A fraction below 1, so that task-specific blocks train after the warm-up of shared ones.
         open_fraction("supernet.shared_warmup", self.supernet.get("shared_warmup", 0.0), allow_zero=True)
         for key in ("compile", "task_specific_largest"):
@@ -176,12 +178,14 @@ class OneShotMethod(SearchMethod):
     def supernet_module(self, run: Run):
         from mtnas.lit.supernet import SupernetLitModule
 
+        optim = run.section("optim")  # the supernet's own learning rate: lr_scale × optim.lr
+        optim["lr"] = float(optim["lr"]) * float(self.supernet.get("lr_scale", 1.0))
         return SupernetLitModule(
             tasks=self.tasks,
             available_tasks=run.available,
             space=self.space_spec,
             supernet=self.supernet,
-            optim=run.section("optim"),
+            optim=optim,
             loss=run.section("loss"),
             image_size=run.image_size,
             seed=run.seed,
