@@ -54,6 +54,8 @@ def test_paired_differences_and_a_searched_arch_that_is_the_hard_sharing_arch():
             "std": pytest.approx(2**0.5 / 2),
             "n": 2,
             "outcome": "tie",
+            "with": "hard-sharing",
+            "of": 1,
         }
     }
     # The search returned the hard-sharing arch itself: one candidate, both roles; 0 by construction, and said so.
@@ -63,6 +65,39 @@ def test_paired_differences_and_a_searched_arch_that_is_the_hard_sharing_arch():
     assert out["searched_minus_hard_sharing"]["outcome"] == "same arch"
     result = {"archs": {"searched": same}, "inherited_vs_retrained_val": {"kendall_tau": None}, **out}
     assert study_lines(result) == ["searched − hard sharing: 0 (the searched arch is the hard sharing arch)"]
+
+
+def test_with_several_hard_sharing_archs_the_comparison_is_with_the_best_by_val_not_test():
+    from mtnas.report.study import study_lines
+
+    def arch(roles, val, test):
+        return {"roles": roles, "val": {"mean": val}, "test_delta_m": test}
+
+    candidates = {
+        "searched": arch(["searched"], 1.0, [3.0, 3.2]),
+        "hard-sharing": arch(["hard sharing"], 0.5, [4.0, 4.0]),  # the nearest in params; best on test
+        "hard-sharing-1": arch(["hard sharing"], 0.9, [2.0, 2.4]),  # best on val: the one compared with
+        "random": arch(["best random"], 2.0, [9.0, 9.0]),
+    }
+    out = paired_differences(candidates)["searched_minus_hard_sharing"]
+    assert (out["with"], out["of"], out["mean"], out["outcome"]) == (
+        "hard-sharing-1",
+        2,
+        pytest.approx(0.9),
+        "better",
+    )
+    line = study_lines({"archs": candidates, **paired_differences(candidates)})[0]
+    assert line.startswith("searched − hard sharing (the best by val Δm of 2: hard-sharing-1): +0.90 ± 0.14")
+    # The searched arch is one of them (the nearest uniform arch) and the best on val: 0 by construction.
+    candidates["searched"]["roles"].append("hard sharing")
+    out = paired_differences(candidates)["searched_minus_hard_sharing"]
+    assert out["same_arch"] and (out["with"], out["of"]) == ("searched", 3)
+    assert study_lines({"archs": candidates, **paired_differences(candidates)})[0] == (
+        "searched − hard sharing: 0 (the searched arch is the hard sharing arch, the best by val Δm of 3)"
+    )
+    # ...unless another of them retrains better on val.
+    candidates["hard-sharing-1"]["val"]["mean"] = 1.5
+    assert paired_differences(candidates)["searched_minus_hard_sharing"]["with"] == "hard-sharing-1"
 
 
 def test_a_difference_is_better_or_worse_only_beyond_twice_its_standard_error():
@@ -93,9 +128,10 @@ def test_a_difference_is_better_or_worse_only_beyond_twice_its_standard_error():
 
 
 @pytest.mark.parametrize("budget", [None, 200_000])
-def test_the_hard_sharing_baseline_is_the_uniform_arch_closest_in_params(tmp_path, budget):
+def test_the_hard_sharing_baselines_are_the_uniform_archs_near_the_searched_params(tmp_path, budget):
     """Hand-made, as a person would build it: the same heads and MLP in every layer, every task head as wide;
-    a mixed arch with narrow heads at the same params is a weaker baseline that flatters the search."""
+    a mixed arch with narrow heads at the same params is a weaker baseline that flatters the search. The closest
+    in params first, then every other within the band, nearest first."""
     from types import SimpleNamespace
 
     from mtnas.methods.base import build_method
@@ -113,15 +149,23 @@ def test_the_hard_sharing_baseline_is_the_uniform_arch_closest_in_params(tmp_pat
     params = lambda a: method.analytic_cost(run, a)["params"]  # noqa: E731
     uniform = method.space.uniform_archs()
     assert len(uniform) == len(set(uniform)) == 32  # 2^5 choices, all distinct (archs are hashable)
-    rng = random.Random(0)
-    for _ in range(20):
-        searched = method.space.sample(rng)
-        hard = method.hard_sharing_arch(run, searched)
-        assert hard in uniform and not any(hard.task_specific)
+    rng, banded = random.Random(0), 0
+    for searched in [method.space.sample(rng) for _ in range(20)] + uniform:
+        assert method.hard_sharing_archs(run, searched) == method.hard_sharing_archs(run, searched, 0.0)
+        hards = method.hard_sharing_archs(run, searched, 0.05)
+        hard = hards[0]
+        assert set(hards) <= set(uniform) and not any(
+            a.task_specific[i] for a in hards for i in range(a.depth)
+        )
         assert len(set(hard.num_heads)) == len(set(hard.mlp_ratio)) == len(set(hard.heads.values())) == 1
         allowed = [a for a in uniform if budget is None or params(a) <= budget]
-        assert budget is None or params(hard) <= budget
-        assert abs(params(hard) - params(searched)) == min(abs(params(a) - params(searched)) for a in allowed)
+        assert budget is None or all(params(a) <= budget for a in hards)
+        gap = lambda a, s=searched: abs(params(a) - params(s))  # noqa: E731
+        assert gap(hard) == min(gap(a) for a in allowed)
+        others = [a for a in allowed if a != hard and gap(a) <= 0.05 * params(searched)]
+        assert hards[1:] == sorted(others, key=lambda a: (gap(a), -params(a)))
+        banded += len(hards) > 1
+    assert banded > 5  # the band adds archs where uniform archs lie close together
 
 
 def test_a_replicate_folder_of_another_arch_is_set_aside_and_one_of_this_arch_restored(tmp_path):

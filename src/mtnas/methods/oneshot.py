@@ -238,15 +238,19 @@ class OneShotMethod(SearchMethod):
     def search_anchors(self) -> list[ViTArch]:
         return sandwich_archs(self.space, self.supernet.get("task_specific_largest", False))
 
-    def hard_sharing_arch(self, run: Run, searched: ViTArch) -> ViTArch:
-        """The hand-made arch at the searched arch's cost: of the space's uniform hard-sharing archs
-        (`ViTSpace.uniform_archs`), the one closest in params to `searched` (the larger on a tie), within the
-        budget when one is. Uniform, as a person would build it: an arch with mixed per-layer choices and
-        narrow heads can match the params while being needlessly weak, which flatters the search."""
+    def hard_sharing_archs(self, run: Run, searched: ViTArch, band: float = 0.0) -> list[ViTArch]:
+        """The hand-made archs at the searched arch's cost: of the space's uniform hard-sharing archs
+        (`ViTSpace.uniform_archs`), within the budget when one is, the one closest in params to `searched` (the
+        larger on a tie), then every other within `band` × its params, nearest first. Uniform, as a person would
+        build it: an arch with mixed per-layer choices and narrow heads can match the params while being
+        needlessly weak, which flatters the search; and several, because a person would try the few widths and
+        depths at that cost, and one of them can be much better (narrow heads at 1 % more params than wide ones)."""
         costs = {arch: self.analytic_cost(run, arch) for arch in self.space.uniform_archs()}
         within = [a for a, cost in costs.items() if self.budget.satisfied(cost)] or list(costs)
         target = self.analytic_cost(run, searched)["params"]
-        return min(within, key=lambda a: (abs(costs[a]["params"] - target), -costs[a]["params"]))
+        gap = {a: abs(costs[a]["params"] - target) for a in within}
+        ordered = sorted(within, key=lambda a: (gap[a], -costs[a]["params"]))
+        return ordered[:1] + [a for a in ordered[1:] if gap[a] <= band * target]
 
     def train_supernet(self, run: Run) -> None:
         unit = Unit("supernet", self.supernet_dir(run), tuple(self.tasks))

@@ -356,10 +356,10 @@ class PolicyMethod(SearchMethod):
             prepare = lambda arch: net.recalibrate(arch, images)  # noqa: E731
         return self.scorer(run, net, self.derive.get("val_batches"), prepare)
 
-    def hard_sharing_arch(self, run: Run, searched: PolicyArch) -> PolicyArch:
+    def hard_sharing_archs(self, run: Run, searched: PolicyArch, band: float = 0.0) -> list[PolicyArch]:
         """Hard sharing in this space: every block shared by every task, none skipped (one arch, whatever its
-        params; the budget does not change it)."""
-        return self.space.uniform("shared")
+        params and the band; the budget does not change it)."""
+        return [self.space.uniform("shared")]
 
     def derive_arch(self, run: Run) -> None:
         """The policy's most probable arch and `derive.samples` archs drawn from it, scored on val with

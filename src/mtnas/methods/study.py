@@ -7,7 +7,8 @@ retrain recipe, over `study.seeds` replicates each:
 - the searched arch;
 - the best arch of an *independent* random search (its own random stream, as many candidates as the search
   evaluated, scored the same way: `study/random.jsonl`), when `study.random`;
-- the hard-sharing arch of the space (no task-specific layer) closest in params to the searched one;
+- the hard-sharing arch of the space (no task-specific layer) closest in params to the searched one, and every
+  other within `study.hard_sharing_band` × its params (the comparison is with the best of them by retrained val Δm);
 - the `study.front` best members of the search's Δm-vs-params front (0 by default).
 
 A cheap check of whether to trust a front: `stage=study study.front=5 study.archs=0 study.random=false
@@ -25,6 +26,7 @@ across the processes, each trained by one process on its own device (`Run.alone`
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import statistics
@@ -41,7 +43,7 @@ from mtnas.report.study import COMPARISONS, difference_outcome, plot_study, stud
 from mtnas.run import Unit, unit_seed
 from mtnas.search.pareto import pareto_front, select
 from mtnas.search.population import PopulationLog, arch_digest, arch_key
-from mtnas.utils.checks import optional_positive_int, positive_int
+from mtnas.utils.checks import non_negative_number, optional_positive_int, positive_int
 from mtnas.utils.distributed import rank_and_world, spread_across_processes
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ class StudySettings:
     seeds: int = 3  # replicates: seed, seed + 1, …
     max_epochs: int | None = None  # None: the run's retrain.max_epochs
     random: bool = True
+    hard_sharing_band: float = (
+        0.05  # also every hard-sharing arch within this fraction of the searched params
+    )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> StudySettings:
@@ -67,6 +72,9 @@ class StudySettings:
             seeds=positive_int("study.seeds", cfg.get("seeds", 3)),
             max_epochs=optional_positive_int("study.max_epochs", cfg.get("max_epochs")),
             random=cfg.get("random", True),
+            hard_sharing_band=non_negative_number(
+                "study.hard_sharing_band", cfg.get("hard_sharing_band", 0.05)
+            ),
         )
 
 
@@ -104,26 +112,39 @@ def mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def compared_with(candidates: Mapping[str, Mapping[str, Any]], role: str) -> str | None:
+    """The tag of the arch a comparison is with: of the candidates with `role`, the best by mean retrained val
+    Δm (several hard-sharing archs near the searched cost: a person would keep the best on val, never on test);
+    the first on a tie, None when no candidate has the role."""
+    having = [tag for tag, c in candidates.items() if role in c["roles"]]
+    val = lambda tag: (candidates[tag].get("val") or {}).get("mean")  # noqa: E731
+    return max(having, key=lambda tag: -math.inf if val(tag) is None else val(tag), default=None)
+
+
 def paired_differences(candidates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Searched − hard sharing and searched − best random in test Δm, paired by replicate, each with its
-    `outcome` (`difference_outcome`). When the searched arch is itself that arch (one candidate with both roles),
-    the difference is 0 by construction, marked `same_arch`."""
+    `outcome` (`difference_outcome`) and the tag it is `with` (`compared_with`, among `of` archs of that role).
+    When the searched arch is itself that arch (one candidate with both roles), the difference is 0 by
+    construction, marked `same_arch`."""
     searched = candidates["searched"]
     out: dict[str, dict[str, Any]] = {}
-    for tag, role, key in COMPARISONS:
-        if tag in candidates:
-            other = candidates[tag]["test_delta_m"]
-            out[key] = mean_std([a - b for a, b in zip(searched["test_delta_m"], other, strict=True)])
-        elif role in searched["roles"]:
+    for role, key in COMPARISONS:
+        tag = compared_with(candidates, role)
+        if tag is None:
+            continue
+        if tag == "searched":
             out[key] = {**mean_std([0.0] * len(searched["test_delta_m"])), "same_arch": True}
         else:
-            continue
+            other = candidates[tag]["test_delta_m"]
+            out[key] = mean_std([a - b for a, b in zip(searched["test_delta_m"], other, strict=True)])
         out[key]["outcome"] = difference_outcome(out[key])
+        out[key]["with"] = tag
+        out[key]["of"] = sum(role in c["roles"] for c in candidates.values())
     return out
 
 
 class Study:
-    """The study of one searching method's run (`method.hard_sharing_arch`, `method.problem` are its hooks)."""
+    """The study of one searching method's run (`method.hard_sharing_archs`, `method.problem` are its hooks)."""
 
     def __init__(self, method, run: Run, settings: StudySettings):
         self.method, self.run, self.settings = method, run, settings
@@ -159,8 +180,11 @@ class Study:
         with run.progress("study: scoring the study's archs with inherited weights") as progress:
             scorer = method.problem(run, extra_log, random.Random(unit_seed(run.seed, "study")), progress)
             add("searched", "searched", log.get(searched.to_dict()) or scorer.score([searched])[0])
-            hard = method.hard_sharing_arch(run, searched)
-            add("hard-sharing", "hard sharing", log.get(hard.to_dict()) or scorer.score([hard])[0])
+            for i, hard in enumerate(
+                method.hard_sharing_archs(run, searched, self.settings.hard_sharing_band)
+            ):
+                tag = "hard-sharing" + (f"-{i}" if i else "")  # the nearest in params first
+                add(tag, "hard sharing", log.get(hard.to_dict()) or scorer.score([hard])[0])
         if self.settings.random:
             random_log = PopulationLog(self.dir / "random.jsonl", writable=run.is_writer)
             from mtnas.search.evolution import RandomSearch

@@ -234,9 +234,12 @@ class TwoStageMethod(SearchMethod):
     def inherited_weights(self, run: Run, arch: CellArch) -> dict[str, Any]:
         return self.load_stage(run, "backbone").net.extract(arch).state_dict()
 
-    def hard_sharing_arch(self, run: Run, searched: CellArch) -> CellArch:
-        """The hand-made arch of this space for the study: every edge a 3×3 separable conv on the two inputs."""
-        return self.space.uniform("sep_conv_3x3" if "sep_conv_3x3" in self.space.ops else self.space.ops[-1])
+    def hard_sharing_archs(self, run: Run, searched: CellArch | None, band: float = 0.0) -> list[CellArch]:
+        """The hand-made arch of this space for the study: every edge a 3×3 separable conv on the two inputs
+        (one arch, whatever the band)."""
+        return [
+            self.space.uniform("sep_conv_3x3" if "sep_conv_3x3" in self.space.ops else self.space.ops[-1])
+        ]
 
     # -- stage modules -------------------------------------------------------------------------------------
     def lit_module(self, run: Run, phase: str, **kwargs):
@@ -381,7 +384,7 @@ class TwoStageMethod(SearchMethod):
             module.net.backbone.load_state_dict(pre.net.backbone.state_dict())
             self.recalibrate_backbone(run, module)
             self.announce_saving(
-                run, CellArch.from_groups({**self.hard_sharing_arch(run, None).groups(), **backbone})
+                run, CellArch.from_groups({**self.hard_sharing_archs(run, None)[0].groups(), **backbone})
             )
         self.fit_alternating(run, unit, module, self.branch.get("max_epochs"))
         if run.is_writer:

@@ -160,9 +160,9 @@ def compare_studies(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "tau_inherited": _tau(study, "inherited"),
             "tau_finetuned": _tau(study, "finetuned"),
         }
-        tally = tallies.setdefault(run["label"], {"runs": 0, **{key: {} for _, _, key in COMPARISONS}})
+        tally = tallies.setdefault(run["label"], {"runs": 0, **{key: {} for _, key in COMPARISONS}})
         tally["runs"] += 1
-        for _, _, key in COMPARISONS:
+        for _, key in COMPARISONS:
             if key in study:
                 stat = {k: study[key].get(k) for k in ("mean", "std", "n", "same_arch")}
                 row[key] = {**stat, "outcome": difference_outcome(stat)}
@@ -177,12 +177,12 @@ def study_table(studies: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         "seed",
         "τ inherited",
         "τ fine-tuned",
-        *(f"searched − {what}" for _, what, _ in COMPARISONS),
+        *(f"searched − {what}" for what, _ in COMPARISONS),
     ]
     body = []
     for row in studies["rows"]:
         cells = []
-        for _, _, key in COMPARISONS:
+        for _, key in COMPARISONS:
             stat = row.get(key)
             if stat is None:
                 cells.append("–")
@@ -200,7 +200,7 @@ def tally_lines(studies: Mapping[str, Any]) -> list[str]:
     lines = []
     for name, tally in studies["tallies"].items():
         parts = []
-        for _, what, key in COMPARISONS:
+        for what, key in COMPARISONS:
             counts = tally[key]
             if not counts:
                 continue

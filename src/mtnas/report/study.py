@@ -17,9 +17,9 @@ def format_stat(stat: Mapping[str, Any], signed: bool = True) -> str:
 
 
 # The study's paired comparisons: (candidate tag, its role, the result key of searched − it).
-COMPARISONS = (
-    ("hard-sharing", "hard sharing", "searched_minus_hard_sharing"),
-    ("random", "best random", "searched_minus_random"),
+COMPARISONS = (  # (the role compared with, the key of searched − it)
+    ("hard sharing", "searched_minus_hard_sharing"),
+    ("best random", "searched_minus_random"),
 )
 
 
@@ -56,13 +56,18 @@ def study_lines(result: Mapping[str, Any]) -> list[str]:
                 f"{score} vs retrained val Δm over {len(result['archs'])} archs: "
                 f"Kendall τ {corr['kendall_tau']:.2f}, Spearman ρ {corr['spearman_rho']:.2f}"
             )
-    for _, what, key in COMPARISONS:
-        if key in result and result[key].get("same_arch"):
-            lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch)")
-        elif key in result:
-            stat = result[key]
+    for what, key in COMPARISONS:
+        if key not in result:
+            continue
+        stat = result[key]
+        several = stat.get("of", 1) > 1  # the best by retrained val Δm of several archs with that role
+        if stat.get("same_arch"):
+            best = f", the best by val Δm of {stat['of']}" if several else ""
+            lines.append(f"searched − {what}: 0 (the searched arch is the {what} arch{best})")
+        else:
+            best = f" (the best by val Δm of {stat['of']}: {stat['with']})" if several else ""
             lines.append(
-                f"searched − {what}: {format_stat(stat)} test Δm points (n = {stat['n']}): "
+                f"searched − {what}{best}: {format_stat(stat)} test Δm points (n = {stat['n']}): "
                 + OUTCOME_PHRASES[difference_outcome(stat)]
             )
     return lines
