@@ -37,7 +37,14 @@ def test_mean_std_and_settings():
     from mtnas.errors import ConfigError
 
     assert StudySettings.from_config({"archs": 2, "seeds": 1}).seeds == 1
-    for key, bad in (("seeds", 0), ("archs", -1), ("front", 1.5), ("random", "yes"), ("max_epochs", 0)):
+    for key, bad in (
+        ("seeds", 0),
+        ("archs", -1),
+        ("front", 1.5),
+        ("random", "yes"),
+        ("max_epochs", 0),
+        ("hard_sharing_band", -0.1),
+    ):
         with pytest.raises(ConfigError, match=f"study.{key}"):
             StudySettings.from_config({key: bad})
 
