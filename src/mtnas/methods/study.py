@@ -57,9 +57,8 @@ class StudySettings:
     seeds: int = 3  # replicates: seed, seed + 1, …
     max_epochs: int | None = None  # None: the run's retrain.max_epochs
     random: bool = True
-    hard_sharing_band: float = (
-        0.05  # also every hard-sharing arch within this fraction of the searched params
-    )
+    # Hard sharing: the uniform arch nearest the searched params, and every other within this fraction of them.
+    hard_sharing_band: float = 0.05
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> StudySettings:

@@ -16,8 +16,8 @@ def format_stat(stat: Mapping[str, Any], signed: bool = True) -> str:
     return text if stat.get("std") is None else f"{text} ± {stat['std']:.2f}"
 
 
-# The study's paired comparisons: (candidate tag, its role, the result key of searched − it).
-COMPARISONS = (  # (the role compared with, the key of searched − it)
+# The study's paired comparisons: (the role of the arch compared with, the result key of searched − it).
+COMPARISONS = (
     ("hard sharing", "searched_minus_hard_sharing"),
     ("best random", "searched_minus_random"),
 )

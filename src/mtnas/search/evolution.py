@@ -61,9 +61,8 @@ class EvolutionSearch(Strategy):
 
     def select_parents(self, problem: Problem, population: list, records: list) -> list:
         if self.parents == "across_niches":
-            arch_of = {
-                id(r): a for a, r in zip(population, records, strict=True)
-            }  # an arch twice: one record
+            # An arch twice in the population has one record: each parent once.
+            arch_of = {id(r): a for a, r in zip(population, records, strict=True)}
             unique = list({id(r): r for r in records}.values())
             return [arch_of[id(r)] for r in best_across_niches(unique, self.top_k, problem.niche)]
         ranked = sorted(zip(population, records, strict=True), key=lambda p: -p[1]["delta_m"])
