@@ -147,6 +147,12 @@ class Run:
         """A global config section as plain data (`optim`, `loss`, ...), for the modules a method builds."""
         return OmegaConf.to_container(self.cfg[key], resolve=True)
 
+    def optim(self, lr_scale: float = 1.0) -> dict[str, Any]:
+        """The `optim` section for a module a method builds, its learning rate `lr_scale` × `optim.lr`."""
+        optim = self.section("optim")
+        optim["lr"] = float(optim["lr"]) * lr_scale
+        return optim
+
     def multitask_unit(self, folder: str) -> Unit:
         return Unit("multitask", self.out / folder, tuple(self.tasks))
 
@@ -212,13 +218,11 @@ class Run:
         """A static model (`model`: its `_target_` spec) trained on `unit.tasks` at `lr_scale` × `optim.lr`;
         multi-task units track val Δm against the baselines when they exist. Seeded for its unit."""
         self.seed_unit(unit)
-        optim = self.section("optim")
-        optim["lr"] = float(optim["lr"]) * lr_scale
         return MultiTaskLitModule(
             tasks=list(unit.tasks),
             available_tasks=self.available,
             model=dict(model),
-            optim=optim,
+            optim=self.optim(lr_scale),
             loss=self.section("loss"),
             image_size=self.image_size,
             baselines_val=self.baselines_val() if len(unit.tasks) > 1 else None,

@@ -178,14 +178,12 @@ class OneShotMethod(SearchMethod):
     def supernet_module(self, run: Run):
         from mtnas.lit.supernet import SupernetLitModule
 
-        optim = run.section("optim")  # the supernet's own learning rate: lr_scale × optim.lr
-        optim["lr"] = float(optim["lr"]) * float(self.supernet.get("lr_scale", 1.0))
         return SupernetLitModule(
             tasks=self.tasks,
             available_tasks=run.available,
             space=self.space_spec,
             supernet=self.supernet,
-            optim=optim,
+            optim=run.optim(float(self.supernet.get("lr_scale", 1.0))),  # the supernet's own learning rate
             loss=run.section("loss"),
             image_size=run.image_size,
             seed=run.seed,

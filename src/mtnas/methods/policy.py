@@ -206,7 +206,7 @@ class PolicyMethod(SearchMethod):
             available_tasks=run.available,
             model=self.model,
             policy=self.policy,
-            optim=run.section("optim"),
+            optim=run.optim(),
             loss=run.section("loss"),
             image_size=run.image_size,
             stage=stage,

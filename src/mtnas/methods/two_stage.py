@@ -253,7 +253,7 @@ class TwoStageMethod(SearchMethod):
             network=self.layout.to_config(),
             ops=self.ops,
             search=self.gdas,
-            optim=run.section("optim"),
+            optim=run.optim(),
             loss=self.loss,
             image_size=tuple(self.presearch["image_size"]) if phase == "presearch" else run.image_size,
             budget={k: v for k, v in limits.items() if v is not None},
