@@ -282,6 +282,35 @@ def test_a_zero_baseline_metric_stops_before_the_supernet_and_names_the_fix(tmp_
     assert not (run_dir / "supernet").exists()  # stopped before any supernet training
 
 
+def test_search_finetune_local_search_through_the_cli(tmp_path, cache_dir):
+    """`search.finetune_local=1`: after the fine-tuned best candidate, one more is found by local search, a mutant
+    of it scored into the population log and fine-tuned; the search chooses among both, and arch.yaml says how."""
+    run_dir = tmp_path / "run"
+    args = [
+        *NAS_TINY,
+        "search.finetune_top=1",
+        "search.finetune_local=1",
+        "search.finetune_screen=2",
+        "search.finetune_epochs=1",
+        "search.select=best",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = run_cli([*args, "stage=all"], tmp_path, cache_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    population = [json.loads(line) for line in (run_dir / "search/population.jsonl").read_text().splitlines()]
+    finetuned = json.loads((run_dir / "search/finetuned.json").read_text())
+    assert len(finetuned) == 2 and finetuned[0]["arch"] != finetuned[1]["arch"]
+    local = next(r for r in population if r["arch"] == finetuned[1]["arch"])
+    assert finetuned[1]["inherited_delta_m"] == local["delta_m"]
+    units = sorted((run_dir / "search/finetune").iterdir())
+    scores = sorted(json.loads((u / "fit.json").read_text())["val_delta_m"] for u in units)
+    assert len(units) == 2 and sorted(r["delta_m"] for r in finetuned) == scores
+    chosen = max(finetuned, key=lambda r: r["delta_m"])
+    header = (run_dir / "arch.yaml").read_text()
+    assert yaml.safe_load(header) == chosen["arch"]
+    assert "among 2 candidates re-scored after a 1-epoch fine-tune, 1 of them by local search" in header
+
+
 def test_nsga2_searches_params_and_flops_and_picks_the_knee(tmp_path, cache_dir):
     """`search=nsga2` on the demo recipe (whose evolution settings it ignores, saying so): the front over Δm,
     params and FLOPs in pareto.json with its hypervolume, and `search.select=knee` picks a front member."""

@@ -456,3 +456,132 @@ def test_choose_derived_names_the_knob_when_no_arch_fits_the_budget(tmp_path):
         method.choose_derived(
             FakeRun(tmp_path), "search", list(DERIVED), ("a", "b"), "method.x.budget_weight"
         )
+
+
+class FineTuningMethod:
+    """The parts of a searching method `finetuned` uses, around the real `SearchMethod` re-scoring: the fine-tuned
+    score is a known function of the arch (`hidden`), and each arch's fine-tunes are counted."""
+
+    finetuned = SearchMethod.finetuned
+    rescored = SearchMethod.rescored
+    locally_searched = SearchMethod.locally_searched
+
+    def __init__(self, top, local, screen=3):
+        self.finetune_top, self.finetune_local, self.finetune_screen = top, local, screen
+        self.space, self.trained = SPACE, []
+
+    @staticmethod
+    def hidden(arch_dict):
+        # What a fine-tune reveals and the inherited score (`Fitness`) misses: task copies in the first layer pay.
+        return 5 * len(arch_dict["layers"][0]["task_specific"]) - arch_dict["embed_dim"] / 8
+
+    def finetuned_delta_m(self, run, arch_dict, i=0, n=1):
+        self.trained.append(arch_dict)
+        return self.hidden(arch_dict)
+
+    def sharing_level(self, arch_dict):
+        return sharing_level(arch_dict)
+
+
+class Announcing:
+    def __init__(self):
+        self.said = []
+
+    def announce(self, message):
+        self.said.append(message)
+
+
+class WatchedSpace:
+    """SPACE, recording the parent of every mutation with the number of screens scored before it."""
+
+    def __init__(self, scored):
+        self.scored, self.parents = scored, []
+
+    def __getattr__(self, name):
+        return getattr(SPACE, name)
+
+    def mutate(self, arch, rng):
+        self.parents.append((len(self.scored), arch.to_dict()))
+        return SPACE.mutate(arch, rng)
+
+
+def searched_records(tmp_path, seed=0):
+    log = PopulationLog(tmp_path / "population.jsonl")
+    RandomSearch(num_candidates=20).run(Problem(SPACE, Fitness(), cost, Budget(), log, random.Random(seed)))
+    return log
+
+
+def test_finetune_local_search_climbs_from_the_best_fine_tuned_arch(tmp_path):
+    """`search.finetune_local`: after the `finetune_top` candidates (the best of each sharing level in turn), each
+    step scores `finetune_screen` unseen mutants of the best fine-tuned arch so far with inherited weights (into the
+    population log) and fine-tunes the best of them."""
+    log = searched_records(tmp_path)
+    records = list(log.records.values())
+    method = FineTuningMethod(top=3, local=4, screen=3)
+    scored: list[list] = []
+    method.space = space = WatchedSpace(scored)
+    problem = Problem(space, Fitness(), cost, Budget(), log, random.Random(1))
+    score = problem.score
+    problem.score = lambda archs: scored.append(score(archs)) or scored[-1]
+    out = method.finetuned(Announcing(), records, problem)
+
+    assert [r["arch"] for r in out[:3]] == [r["arch"] for r in best_across_niches(records, 3, sharing_level)]
+    assert len(out) == 7 and len(scored) == 4 and method.trained == [r["arch"] for r in out]
+    assert len({json.dumps(r["arch"], sort_keys=True) for r in out}) == 7  # no arch fine-tuned twice
+    for step, screen in enumerate(scored):
+        so_far = out[: 3 + step]
+        assert len(screen) == 3 and all(r["arch"] not in [c["arch"] for c in so_far] for r in screen)
+        assert all(log.get(r["arch"]) is r for r in screen)  # scored into the population log
+        pick = out[3 + step]
+        assert pick["arch"] == max(screen, key=lambda r: r["delta_m"])["arch"]
+        assert pick["inherited_delta_m"] == max(r["delta_m"] for r in screen)
+        assert pick["delta_m"] == FineTuningMethod.hidden(pick["arch"])
+        # Every mutation of the step starts from the best fine-tuned arch before it.
+        parents = [p for s, p in space.parents if s == step]
+        assert parents and all(p == max(so_far, key=lambda r: r["delta_m"])["arch"] for p in parents)
+
+
+def test_finetune_local_search_without_a_problem_takes_as_many_by_the_rule_and_resumes(tmp_path):
+    """A study's random search has no local search: it fine-tunes `finetune_top + finetune_local` candidates by the
+    same rule, as many fine-tunes as the search spent. Rerun with the same seed over the same log, the local search
+    proposes the same archs and scores no new one (a resumed search)."""
+    log = searched_records(tmp_path)
+    records = list(log.records.values())
+    by_rule = FineTuningMethod(top=2, local=3).finetuned(Announcing(), records)
+    assert [r["arch"] for r in by_rule] == [r["arch"] for r in best_across_niches(records, 5, sharing_level)]
+
+    first = FineTuningMethod(top=2, local=3).finetuned(
+        Announcing(), records, Problem(SPACE, Fitness(), cost, Budget(), log, random.Random(3))
+    )
+    fitness = Fitness()
+    again = FineTuningMethod(top=2, local=3).finetuned(
+        Announcing(), records, Problem(SPACE, fitness, cost, Budget(), log, random.Random(3))
+    )
+    assert again == first and fitness.evaluated == []
+
+
+def test_finetune_local_search_stops_and_says_so_when_no_mutant_fits_the_budget(tmp_path):
+    run, smallest = Announcing(), SPACE.smallest()
+
+    def only_the_smallest_fits(arch):
+        params = 1 if arch.to_dict() == smallest.to_dict() else 2
+        return {"params": params, "flops": params}
+
+    problem = Problem(
+        SPACE,
+        Fitness(),
+        only_the_smallest_fits,
+        Budget(params_max=1),
+        PopulationLog(tmp_path / "p.jsonl"),
+        random.Random(0),
+        max_tries=20,
+    )
+    out = FineTuningMethod(top=1, local=2).finetuned(run, problem.score([smallest]), problem)
+    assert len(out) == 1
+    assert run.said == ["search: local search stopped after 0 steps: no unseen mutant within the budget"]
+
+
+def test_finetune_local_needs_finetune_top():
+    with pytest.raises(ConfigError) as e:
+        EvolutionSearch(finetune_local=2)
+    assert e.value.key == "search.finetune_local" and "search.finetune_top" in str(e.value)

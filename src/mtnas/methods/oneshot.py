@@ -73,6 +73,8 @@ class OneShotMethod(SearchMethod):
         self.finetune_top = self.strategy.finetune_top
         self.finetune_epochs = self.strategy.finetune_epochs
         self.finetune_lr_scale = self.strategy.finetune_lr_scale
+        self.finetune_local = self.strategy.finetune_local
+        self.finetune_screen = self.strategy.finetune_screen
         self.search_name = self.strategy.name
         self.supernet = dict(supernet)
         self.retrain = dict(retrain)
@@ -309,19 +311,25 @@ class OneShotMethod(SearchMethod):
         already = len(log)
         name = self.strategy.name
         with run.progress(f"search ({name}), {already} candidates already in the population log") as progress:
-            self.strategy.run(self.problem(run, log, random.Random(run.seed), progress))
-        records = [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
+            problem = self.problem(run, log, random.Random(run.seed), progress)
+            self.strategy.run(problem)
+        records = self.within_budget(log)
         if not records:
             raise MtnasError("the search found no arch within the budget; widen `budget` or the space.")
         candidates = records
         if self.finetune_top:
-            candidates = self.finetuned(run, records)
+            candidates = self.finetuned(run, records, problem)
+            records = self.within_budget(log)  # with the local search's mutants
             if run.is_writer:
                 run.write_json(self.search_dir(run) / "finetuned.json", candidates)
         best = select(candidates, self.select_rule, self.objectives, self.select_tolerance)
         rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
         if self.finetune_top:
-            rule += f", among {len(candidates)} candidates re-scored after a {self.finetune_epochs}-epoch fine-tune"
+            local = f", {self.finetune_local} of them by local search" if self.finetune_local else ""
+            rule += (
+                f", among {len(candidates)} candidates re-scored after a {self.finetune_epochs}-epoch fine-tune"
+                + local
+            )
         self.write_choice(run, log, records, best, f"{name} search{rule}")
         arch = self._searched
         run.announce(

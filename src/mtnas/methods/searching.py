@@ -98,6 +98,8 @@ class SearchMethod(Method):
     finetune_top: int = 0
     finetune_epochs: int = 2
     finetune_lr_scale: float = 0.1
+    finetune_local: int = 0  # ... then this many fine-tunes by local search (`finetuned` with a problem)
+    finetune_screen: int = 4  # ... each of the best of this many mutants by inherited val Δm
     search_name: str = "search"
     retrain: dict[str, Any]
     derive: dict[str, Any]  # methods that derive archs from learnt logits (`choose_derived`)
@@ -183,6 +185,10 @@ class SearchMethod(Method):
             anchors=self.search_anchors(),
             niche=self.sharing_level,
         )
+
+    def within_budget(self, log: PopulationLog) -> list[dict[str, Any]]:
+        """The records of `log` that meet the budget."""
+        return [r for r in log.records.values() if self.budget.satisfied(r["cost"])]
 
     def search_anchors(self) -> list:
         """Archs a population-based search starts from (`Problem.anchors`); none by default."""
@@ -346,21 +352,66 @@ class SearchMethod(Method):
         `finetuned` takes its candidates across these levels. One level by default."""
         return 0
 
-    def finetuned(self, run: Run, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def finetuned(
+        self, run: Run, records: list[dict[str, Any]], problem: Problem | None = None
+    ) -> list[dict[str, Any]]:
         """`finetune_top` of `records`, each re-scored by `finetuned_delta_m` (`inherited_delta_m` keeps the
         first score). Inherited weights favour the archs the supernet trained most: its sandwich trains hard
         sharing (largest and smallest) at every step, task-specific copies only when sampled, so inherited
         scores are biased by sharing level. The candidates are therefore the best by inherited val Δm *within*
-        each sharing level, taken in turn (best level first), and the short fine-tune compares them across levels."""
-        top = best_across_niches(records, self.finetune_top, self.sharing_level)
-        return [
-            {
-                **r,
-                "inherited_delta_m": r["delta_m"],
-                "delta_m": self.finetuned_delta_m(run, r["arch"], i, len(top)),
-            }
-            for i, r in enumerate(top)
-        ]
+        each sharing level, taken in turn (best level first), and the short fine-tune compares them across levels.
+
+        With `problem` (the search's own), `finetune_local` more candidates follow by local search around the best
+        fine-tuned arch (`locally_searched`); without it (a study's random search) as many more are taken by the
+        same rule from `records`, so both spend as many fine-tunes."""
+        extra = 0 if problem is not None else self.finetune_local
+        top = best_across_niches(records, self.finetune_top + extra, self.sharing_level)
+        out = [self.rescored(run, r, i, len(top)) for i, r in enumerate(top)]
+        if problem is not None:
+            for step in range(self.finetune_local):
+                found = self.locally_searched(run, problem, out)
+                if found is None:
+                    run.announce(
+                        f"search: local search stopped after {step} steps: no unseen mutant within the budget"
+                    )
+                    break
+                out.append(found)
+        return out
+
+    def rescored(self, run: Run, record: Mapping[str, Any], i: int, n: int) -> dict[str, Any]:
+        """`record` with its fine-tuned val Δm as `delta_m` and its inherited one as `inherited_delta_m`."""
+        return {
+            **record,
+            "inherited_delta_m": record["delta_m"],
+            "delta_m": self.finetuned_delta_m(run, record["arch"], i, n),
+        }
+
+    def locally_searched(
+        self, run: Run, problem: Problem, finetuned: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """One step of local search on the fine-tuned score: `finetune_screen` mutants of the best fine-tuned arch
+        so far, not fine-tuned yet and within the budget, are scored with inherited weights (into the population
+        log) and the best of them is fine-tuned. None when no such mutant turns up. Fine-tuning ranks the retrained
+        archs far better than inherited weights do (experiments/autotaskformer/README.md), so the neighbourhood of
+        the best fine-tuned arch is where a better one is likeliest; inherited weights only pre-screen it."""
+        best = max(finetuned, key=lambda r: r["delta_m"])
+        parent = self.space.arch_from_dict(best["arch"])
+        seen = {arch_key(r["arch"]) for r in finetuned}
+        mutants: dict[Any, Any] = {}
+        for _ in range(self.finetune_screen * 25):  # mutants may repeat the parent or each other
+            if len(mutants) == self.finetune_screen:
+                break
+            mutant = problem.within_budget(lambda: self.space.mutate(parent, problem.rng))
+            if mutant is None:
+                break
+            key = arch_key(mutant.to_dict())
+            if key not in seen:
+                mutants.setdefault(key, mutant)
+        if not mutants:
+            return None
+        pick = max(problem.score(list(mutants.values())), key=lambda r: r["delta_m"])
+        n = self.finetune_top + self.finetune_local
+        return self.rescored(run, pick, len(finetuned), n)
 
     def finetuned_delta_m(self, run: Run, arch_dict: Mapping[str, Any], i: int = 0, n: int = 1) -> float:
         """Val Δm of an arch after `finetune_epochs` epochs of training from its inherited weights at

@@ -153,7 +153,7 @@ class Study:
     def candidates(self) -> dict[str, dict[str, Any]]:
         method, run = self.method, self.run
         log = PopulationLog(method.search_dir(run) / "population.jsonl")
-        records = [r for r in log.records.values() if method.budget.satisfied(r["cost"])]
+        records = method.within_budget(log)
         if not records or not method.arch_path(run).exists():
             raise MtnasError(
                 f"{method.search_dir(run) / 'population.jsonl'}: no search to study in this run folder; run the "
@@ -195,8 +195,10 @@ class Study:
                     run, random_log, random.Random(unit_seed(run.seed, "study/random")), progress
                 )
                 RandomSearch(num_candidates=n).run(problem)
-            in_budget = [r for r in random_log.records.values() if method.budget.satisfied(r["cost"])]
-            if in_budget and method.finetune_top:  # re-scored as the search's own best are
+            in_budget = method.within_budget(random_log)
+            if (
+                in_budget and method.finetune_top
+            ):  # re-scored as the search's own best are, as many fine-tunes
                 in_budget = method.finetuned(run, in_budget)
             if in_budget:
                 add(  # chosen by the search's own rule: the comparison is of the strategies, not the rules

@@ -112,7 +112,10 @@ class Strategy(ABC):
     - `select`: which arch of the log becomes `arch.yaml`: `best` Δm within the budget, or the `knee` of the
       Δm-vs-`objectives[0]` front within the budget;
     - `finetune_top` (0 = off): before selecting, re-score the `finetune_top` best archs by their val Δm after
-      `finetune_epochs` epochs of training from inherited weights at `finetune_lr_scale` × `optim.lr`.
+      `finetune_epochs` epochs of training from inherited weights at `finetune_lr_scale` × `optim.lr`;
+    - `finetune_local` (0 = off): then this many more fine-tunes by local search on the fine-tuned score: each
+      scores `finetune_screen` unseen mutants of the best fine-tuned arch so far with inherited weights and
+      fine-tunes the best of them.
     """
 
     name: ClassVar[str]
@@ -123,12 +126,22 @@ class Strategy(ABC):
     finetune_top: int = 0
     finetune_epochs: int = 2
     finetune_lr_scale: float = 0.1
+    finetune_local: int = 0
+    finetune_screen: int = 4
 
     def __post_init__(self):
         self.val_batches = optional_positive_int("search.val_batches", self.val_batches)
         self.finetune_top = positive_int("search.finetune_top", self.finetune_top, minimum=0)
         self.finetune_epochs = positive_int("search.finetune_epochs", self.finetune_epochs)
         self.finetune_lr_scale = positive_number("search.finetune_lr_scale", self.finetune_lr_scale)
+        self.finetune_local = positive_int("search.finetune_local", self.finetune_local, minimum=0)
+        self.finetune_screen = positive_int("search.finetune_screen", self.finetune_screen)
+        if self.finetune_local and not self.finetune_top:
+            raise ConfigError(
+                "search.finetune_local",
+                f"got {self.finetune_local} with search.finetune_top=0: the local search starts from the best of "
+                "the fine-tuned candidates, so set search.finetune_top ≥ 1 too.",
+            )
         if (
             isinstance(self.tolerance, bool)
             or not isinstance(self.tolerance, int | float)
