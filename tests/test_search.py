@@ -522,7 +522,7 @@ def test_finetune_local_search_climbs_from_the_best_fine_tuned_arch(tmp_path):
     method.space = space = WatchedSpace(scored)
     problem = Problem(space, Fitness(), cost, Budget(), log, random.Random(1))
     score = problem.score
-    problem.score = lambda archs: scored.append(score(archs)) or scored[-1]
+    problem.score = lambda archs, found_by=None: scored.append(score(archs, found_by)) or scored[-1]
     out = method.finetuned(Announcing(), records, problem)
 
     assert [r["arch"] for r in out[:3]] == [r["arch"] for r in best_across_niches(records, 3, sharing_level)]
@@ -532,6 +532,7 @@ def test_finetune_local_search_climbs_from_the_best_fine_tuned_arch(tmp_path):
         so_far = out[: 3 + step]
         assert len(screen) == 3 and all(r["arch"] not in [c["arch"] for c in so_far] for r in screen)
         assert all(log.get(r["arch"]) is r for r in screen)  # scored into the population log
+        assert all(r.get("found_by") == "local search" for r in screen if r not in records)
         pick = out[3 + step]
         assert pick["arch"] == max(screen, key=lambda r: r["delta_m"])["arch"]
         assert pick["inherited_delta_m"] == max(r["delta_m"] for r in screen)
@@ -553,9 +554,12 @@ def test_finetune_local_search_without_a_problem_takes_as_many_by_the_rule_and_r
     first = FineTuningMethod(top=2, local=3).finetuned(
         Announcing(), records, Problem(SPACE, Fitness(), cost, Budget(), log, random.Random(3))
     )
+    local = [r for r in log.records.values() if r.get("found_by") == "local search"]
+    assert local and all(r not in records for r in local)  # the screened mutants, marked in the log
     fitness = Fitness()
+    resumed = list(PopulationLog(log.path).records.values())  # as a rerun reads it: the mutants in it
     again = FineTuningMethod(top=2, local=3).finetuned(
-        Announcing(), records, Problem(SPACE, fitness, cost, Budget(), log, random.Random(3))
+        Announcing(), resumed, Problem(SPACE, fitness, cost, Budget(), log, random.Random(3))
     )
     assert again == first and fitness.evaluated == []
 

@@ -88,6 +88,9 @@ def refuse_clipping_and_accumulation(run: Run, method: str, optimizers: str) -> 
         )
 
 
+LOCAL_SEARCH = "local search"  # how the population log marks the archs `finetune_local` scored
+
+
 class SearchMethod(Method):
     final_folder = "retrain"
     space: Any
@@ -365,7 +368,9 @@ class SearchMethod(Method):
         fine-tuned arch (`locally_searched`); without it (a study's random search) as many more are taken by the
         same rule from `records`, so both spend as many fine-tunes."""
         extra = 0 if problem is not None else self.finetune_local
-        top = best_across_niches(records, self.finetune_top + extra, self.sharing_level)
+        # Not the local search's own mutants: a search resumed after a kill takes the candidates it took before.
+        pool = [r for r in records if r.get("found_by") != LOCAL_SEARCH]
+        top = best_across_niches(pool, self.finetune_top + extra, self.sharing_level)
         out = [self.rescored(run, r, i, len(top)) for i, r in enumerate(top)]
         if problem is not None:
             for step in range(self.finetune_local):
@@ -409,7 +414,7 @@ class SearchMethod(Method):
                 mutants.setdefault(key, mutant)
         if not mutants:
             return None
-        pick = max(problem.score(list(mutants.values())), key=lambda r: r["delta_m"])
+        pick = max(problem.score(list(mutants.values()), LOCAL_SEARCH), key=lambda r: r["delta_m"])
         n = self.finetune_top + self.finetune_local
         return self.rescored(run, pick, len(finetuned), n)
 

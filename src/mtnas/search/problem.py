@@ -52,8 +52,9 @@ class Problem:
                 arch = self.space.arch_from_dict(record["arch"], source=self.log.path)
                 record["cost"] = {**self.cost(arch), **record["cost"]}
 
-    def score(self, archs: Sequence) -> list[dict[str, Any]]:
-        """Records for `archs` in order; only archs not yet in the log are evaluated (in one batch)."""
+    def score(self, archs: Sequence, found_by: str | None = None) -> list[dict[str, Any]]:
+        """Records for `archs` in order; only archs not yet in the log are evaluated (in one batch), their
+        records marked `found_by` when given (a step after the strategy's own, e.g. a local search)."""
         todo, seen = [], set()
         for a in archs:
             key = arch_key(a.to_dict())
@@ -62,7 +63,8 @@ class Problem:
                 seen.add(key)
         if todo:
             for arch, result in zip(todo, self.evaluate(todo), strict=True):
-                self.log.append({"arch": arch.to_dict(), "cost": dict(self.cost(arch)), **result})
+                mark = {"found_by": found_by} if found_by else {}
+                self.log.append({"arch": arch.to_dict(), "cost": dict(self.cost(arch)), **result, **mark})
         return [self.log.get(a.to_dict()) for a in archs]
 
     def within_budget(self, make: Callable[[], Any]):
