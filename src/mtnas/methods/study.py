@@ -196,9 +196,8 @@ class Study:
                 )
                 RandomSearch(num_candidates=n).run(problem)
             in_budget = method.within_budget(random_log)
-            if (
-                in_budget and method.finetune_top
-            ):  # re-scored as the search's own best are, as many fine-tunes
+            # Re-scored as the search's own best are, with as many fine-tunes (no local search: `finetuned`).
+            if in_budget and method.finetune_top:
                 in_budget = method.finetuned(run, in_budget)
             if in_budget:
                 add(  # chosen by the search's own rule: the comparison is of the strategies, not the rules
