@@ -527,6 +527,7 @@ def test_finetune_local_search_climbs_from_the_best_fine_tuned_arch(tmp_path):
 
     assert [r["arch"] for r in out[:3]] == [r["arch"] for r in best_across_niches(records, 3, sharing_level)]
     assert len(out) == 7 and len(scored) == 4 and method.trained == [r["arch"] for r in out]
+    assert [r.get("found_by") for r in out] == [None] * 3 + ["local search"] * 4
     assert len({json.dumps(r["arch"], sort_keys=True) for r in out}) == 7  # no arch fine-tuned twice
     for step, screen in enumerate(scored):
         so_far = out[: 3 + step]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtnas.errors import ConfigError, MtnasError
-from mtnas.methods.searching import RETRAIN_INITS, SearchMethod
+from mtnas.methods.searching import LOCAL_SEARCH, RETRAIN_INITS, SearchMethod
 from mtnas.methods.study import Study, StudySettings
 from mtnas.run import Unit
 from mtnas.search.budget import Budget, sample_within
@@ -325,7 +325,8 @@ class OneShotMethod(SearchMethod):
         best = select(candidates, self.select_rule, self.objectives, self.select_tolerance)
         rule = "" if self.select_rule == "best" else f" ({self.select_rule} of the front)"
         if self.finetune_top:
-            local = f", {self.finetune_local} of them by local search" if self.finetune_local else ""
+            found = sum(c.get("found_by") == LOCAL_SEARCH for c in candidates)  # fewer if it stopped early
+            local = f", {found} of them by local search" if found else ""
             rule += (
                 f", among {len(candidates)} candidates re-scored after a {self.finetune_epochs}-epoch fine-tune"
                 + local

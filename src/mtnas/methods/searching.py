@@ -396,7 +396,7 @@ class SearchMethod(Method):
     ) -> dict[str, Any] | None:
         """One step of local search on the fine-tuned score: `finetune_screen` mutants of the best fine-tuned arch
         so far, not fine-tuned yet and within the budget, are scored with inherited weights (into the population
-        log) and the best of them is fine-tuned. None when no such mutant turns up. Fine-tuning ranks the retrained
+        log) and the best of them is fine-tuned, its candidate marked `found_by`. None when no such mutant turns up. Fine-tuning ranks the retrained
         archs far better than inherited weights do (experiments/autotaskformer/README.md), so the search climbs on
         that score; inherited weights only pre-screen the mutants."""
         best = max(finetuned, key=lambda r: r["delta_m"])
@@ -416,7 +416,7 @@ class SearchMethod(Method):
             return None
         pick = max(problem.score(list(mutants.values()), LOCAL_SEARCH), key=lambda r: r["delta_m"])
         n = self.finetune_top + self.finetune_local
-        return self.rescored(run, pick, len(finetuned), n)
+        return {**self.rescored(run, pick, len(finetuned), n), "found_by": LOCAL_SEARCH}
 
     def finetuned_delta_m(self, run: Run, arch_dict: Mapping[str, Any], i: int = 0, n: int = 1) -> float:
         """Val Δm of an arch after `finetune_epochs` epochs of training from its inherited weights at
