@@ -41,6 +41,20 @@ def test_every_experiment_composes_and_validates(name, tmp_path, monkeypatch):
             assert validate(other).strategy.name == strategy
 
 
+def test_the_demo_recipes_pass_their_strategy_only_its_own_settings(caplog):
+    """`demo` sizes its evolution (`search_size=demo`); `demo_sharing` samples at random instead and drops those
+    sizes, so neither recipe warns of settings its strategy ignores."""
+    demo = validate(compose_cfg(["+experiment=demo"]))
+    assert (demo.strategy.name, demo.strategy.population, demo.strategy.generations) == ("evolution", 16, 4)
+    sharing = validate(compose_cfg(["+experiment=demo_sharing"]))
+    assert (sharing.strategy.name, sharing.strategy.num_candidates) == ("random", 74)
+    assert (sharing.strategy.finetune_top, sharing.strategy.finetune_local) == (8, 8)
+    assert "not a setting" not in caplog.text and "not settings" not in caplog.text
+    # An earlier row of experiments/autotaskformer: the demo's evolution again.
+    earlier = validate(compose_cfg(["+experiment=demo_sharing", "search=evolution", "search_size=demo"]))
+    assert (earlier.strategy.name, earlier.strategy.population) == ("evolution", 16)
+
+
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
 def test_a_gpu_trainer_without_cuda_says_use_trainer_cpu(trainer, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
