@@ -396,9 +396,10 @@ class SearchMethod(Method):
     ) -> dict[str, Any] | None:
         """One step of local search on the fine-tuned score: `finetune_screen` mutants of the best fine-tuned arch
         so far, not fine-tuned yet and within the budget, are scored with inherited weights (into the population
-        log) and the best of them is fine-tuned, its candidate marked `found_by`. None when no such mutant turns up. Fine-tuning ranks the retrained
-        archs far better than inherited weights do (experiments/autotaskformer/README.md), so the search climbs on
-        that score; inherited weights only pre-screen the mutants."""
+        log) and the best of them is fine-tuned, its candidate marked `found_by`. None when no such mutant turns
+        up. Fine-tuning ranks the retrained archs far better than inherited weights do
+        (experiments/autotaskformer/README.md), so the search climbs on that score; inherited weights only
+        pre-screen the mutants."""
         best = max(finetuned, key=lambda r: r["delta_m"])
         parent = self.space.arch_from_dict(best["arch"])
         seen = {arch_key(r["arch"]) for r in finetuned}
