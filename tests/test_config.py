@@ -156,6 +156,7 @@ def test_every_spec_config_instantiates(group, option):
         ("space=vit_demo retrain.init=warm", "retrain.init"),
         ("space=vit_demo supernet.max_epochs=0", "supernet.max_epochs"),
         ("space=vit_demo supernet.task_specific_largest=maybe", "supernet.task_specific_largest"),
+        ("space=vit_demo supernet.largest_sharing=random", "supernet.largest_sharing"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

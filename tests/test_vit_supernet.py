@@ -362,6 +362,30 @@ def test_task_specific_largest_trains_every_task_copy_at_every_step_after_the_wa
     assert moved == {f"{t}.{i}" for t in ("semseg", "depth") for i in range(4)}
 
 
+def test_largest_sharing_sampled_draws_the_largest_archs_task_copies_at_each_step_after_the_warmup():
+    """With `largest_sharing: sampled` no sharing pattern of the largest size trains at every step: the sandwich's
+    largest arch keeps its sizes and draws its task-specific layers; by default it stays hard sharing."""
+    import pytorch_lightning as pl
+
+    def largest_archs_sampled(**supernet) -> dict[int, list]:
+        module, loader = tiny_supernet_module(shared_warmup=0.5, num_random=0, **supernet)
+        seen = {0: [], 1: []}
+
+        class Probe(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                seen[trainer.current_epoch] += [pl_module.sample_archs()[0] for _ in range(8)]
+
+        quiet_trainer(max_epochs=2, callbacks=[Probe()]).fit(module, train_dataloaders=loader)
+        return seen
+
+    largest = tiny_supernet_module()[0].space.largest()
+    sampled = largest_archs_sampled(largest_sharing="sampled")
+    assert set(sampled[0]) == {largest}  # the warm-up trains shared blocks only
+    assert all(a.hard_sharing() == largest for a in sampled[1])
+    assert len(set(sampled[1])) > 4
+    assert largest_archs_sampled() == {0: [largest] * 8, 1: [largest] * 8}
+
+
 def test_supernet_starts_from_timm_weights_given_in_config(tmp_path, cache_dir):
     from mtnas.errors import ConfigError
     from mtnas.pipeline import Pipeline

@@ -7,7 +7,10 @@ largest arch's predictions are also targets for the others (in-place distillatio
 task-specific layers); then each task-specific copy starts from its trained shared block, optimizer state
 included, instead of from its initial weights, which it would otherwise learn from only when a random arch
 picks it. With `task_specific_largest`, every step after the warm-up also trains the largest arch with every
-layer task-specific, so each task's copies train at every step as the shared blocks do. Every process samples
+layer task-specific, so each task's copies train at every step as the shared blocks do. With
+`largest_sharing: sampled`, the largest arch after the warm-up keeps its sizes but draws its task-specific layers
+as a random arch does, at every step: no sharing pattern is trained at every step, so none is overrated by the
+inherited scores (the hard-sharing largest arch is, with `shared`). Every process samples
 the same archs (one seeded RNG) and branches at the same epoch, so DDP's gradient all-reduce sees the same
 graph everywhere.
 """
@@ -87,6 +90,7 @@ class SupernetLitModule(pl.LightningModule):
         self.distill = float(supernet.get("distill", 0.0))
         self.shared_warmup = float(supernet.get("shared_warmup", 0.0))
         self.task_specific_largest = bool(supernet.get("task_specific_largest", False))
+        self.largest_sharing = str(supernet.get("largest_sharing", "shared"))
         # Saved in checkpoints, so a run resumed after the branching never copies over trained task blocks.
         self.task_blocks_branched = False
         self.rng = random.Random(seed)
@@ -133,6 +137,8 @@ class SupernetLitModule(pl.LightningModule):
             fixed = [a.hard_sharing() for a in sandwich_archs(self.space)]
             return fixed + [self.space.sample(self.rng).hard_sharing() for _ in range(self.num_random)]
         fixed = sandwich_archs(self.space, self.task_specific_largest)
+        if self.largest_sharing == "sampled":
+            fixed[0] = self.space.with_sampled_sharing(fixed[0], self.rng)
         return fixed + [self.space.sample(self.rng) for _ in range(self.num_random)]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

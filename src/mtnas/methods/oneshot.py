@@ -24,7 +24,7 @@ from mtnas.search.pareto import select
 from mtnas.search.population import PopulationLog, arch_key
 from mtnas.search.problem import Strategy
 from mtnas.space import ViTArch, build_space
-from mtnas.supernet.vit import ViTCost, sandwich_archs, subnet_spec
+from mtnas.supernet.vit import LARGEST_SHARING, ViTCost, sandwich_archs, subnet_spec
 from mtnas.utils.checks import (
     non_negative_number,
     one_of,
@@ -84,6 +84,7 @@ class OneShotMethod(SearchMethod):
         positive_int("supernet.num_random", self.supernet.get("num_random", 2), minimum=0)
         non_negative_number("supernet.distill", self.supernet.get("distill", 0.0))
         positive_number("supernet.lr_scale", self.supernet.get("lr_scale", 1.0))
+        one_of("supernet.largest_sharing", self.supernet.get("largest_sharing", "shared"), LARGEST_SHARING)
         # A fraction below 1, so that task-specific blocks train after the warm-up of shared ones.
         open_fraction("supernet.shared_warmup", self.supernet.get("shared_warmup", 0.0), allow_zero=True)
         for key in ("compile", "task_specific_largest"):

@@ -226,6 +226,11 @@ class ViTSpace:
             return set()
         return {t for t in self.tasks if rng.random() < 0.5}
 
+    def with_sampled_sharing(self, arch: ViTArch, rng: random.Random) -> ViTArch:
+        """`arch` with each layer's task-specific copies drawn as `sample` draws them: its sizes, random sharing."""
+        specific = tuple(frozenset(self._layer_specific(rng, i)) for i in range(arch.depth))
+        return dataclasses.replace(arch, task_specific=specific)
+
     def sample(self, rng: random.Random) -> ViTArch:
         d = rng.choice(self.depths)
         return self._arch(

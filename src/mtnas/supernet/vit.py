@@ -152,6 +152,11 @@ def _distinct_block_layers(arch, tasks: list[str]) -> list[int]:
     return [i for i, _ in {(i, key) for r in routes(arch, tasks).values() for i, key in enumerate(r)}]
 
 
+# `supernet.largest_sharing`: the sandwich's largest arch after the warm-up is hard sharing, or has its task-specific
+# layers drawn at random at each step (`ViTSpace.with_sampled_sharing`).
+LARGEST_SHARING = ("shared", "sampled")
+
+
 def sandwich_archs(space: ViTSpace, task_specific_largest: bool = False) -> list[ViTArch]:
     """The archs the sandwich rule trains at every supernet step (after any shared warm-up): the largest (hard
     sharing at full size), the smallest and, with `task_specific_largest`, the largest with every layer
