@@ -9,8 +9,8 @@ included, instead of from its initial weights, which it would otherwise learn fr
 picks it. With `task_specific_largest`, every step after the warm-up also trains the largest arch with every
 layer task-specific, so each task's copies train at every step as the shared blocks do. With
 `largest_sharing: sampled`, the largest arch after the warm-up keeps its sizes but draws its task-specific layers
-as a random arch does, at every step: no sharing pattern is trained at every step, so none is overrated by the
-inherited scores (the hard-sharing largest arch is, with `shared`). Every process samples
+as a random arch does, at every step, so no sharing pattern is trained at every step (on `demo_sharing` this
+hardly changed the inherited scores: experiments/autotaskformer). Every process samples
 the same archs (one seeded RNG) and branches at the same epoch, so DDP's gradient all-reduce sees the same
 graph everywhere.
 """
